@@ -1,0 +1,300 @@
+"""GPTForgeConfig: one config that expresses GPT-2, Llama-style decoders and a classic post-norm encoder.
+
+Field names follow Transformers' own (`hidden_size`, `num_key_value_heads`, `rope_parameters`, ...) so that tools
+which read configs generically (PEFT, vLLM, accelerate's size estimates) understand them; GPT-2's names are accepted
+as aliases through `attribute_map`, as `GPT2Config` does.
+
+Like every Transformers 5 config this is a keyword-only dataclass: defaults live on the fields, derived values are
+filled in `__post_init__`, and cross-field checks live in `validate_architecture`, which raises a plain `ValueError`
+naming the field and the value.
+"""
+
+import copy
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
+
+_POSITION_TYPES = ("rope", "learned", "none")
+_NORM_TYPES = ("rmsnorm", "layernorm")
+_NORM_POSITIONS = ("pre", "post")
+_MLP_TYPES = ("gated", "plain")
+
+# Named sizes. Each entry is a set of overrides on the field defaults below; the comment gives the parameter count.
+PRESETS: dict[str, dict[str, Any]] = {
+    # 1.2M params: the fast-test and demo size (a Llama-style block with GQA).
+    "tiny": dict(
+        vocab_size=4096,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    ),
+    # 124M params: GPT-2 small, exactly (learned positions, LayerNorm, GELU-tanh, biases, tied head).
+    "gpt2-124m": dict(
+        vocab_size=50257,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=1024,
+        position_embedding_type="learned",
+        norm_type="layernorm",
+        norm_eps=1e-5,
+        mlp_type="plain",
+        hidden_act="gelu_new",
+        attention_bias=True,
+        mlp_bias=True,
+        tie_word_embeddings=True,
+        scale_residual_init=True,
+        attention_dropout=0.1,
+        hidden_dropout=0.1,
+        embedding_dropout=0.1,
+        bos_token_id=50256,
+        eos_token_id=50256,
+    ),
+    # 355M params: GPT-2 medium.
+    "gpt2-355m": dict(
+        vocab_size=50257,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        max_position_embeddings=1024,
+        position_embedding_type="learned",
+        norm_type="layernorm",
+        norm_eps=1e-5,
+        mlp_type="plain",
+        hidden_act="gelu_new",
+        attention_bias=True,
+        mlp_bias=True,
+        tie_word_embeddings=True,
+        scale_residual_init=True,
+        attention_dropout=0.1,
+        hidden_dropout=0.1,
+        embedding_dropout=0.1,
+        bos_token_id=50256,
+        eos_token_id=50256,
+    ),
+    # 30M params (with a 32k vocabulary): Llama block, GQA 3:1.
+    "llama-30m": dict(
+        vocab_size=32000,
+        hidden_size=384,
+        intermediate_size=1024,
+        num_hidden_layers=6,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    ),
+    # 135M params (with a 32k vocabulary): Llama block, GQA 3:1 (SmolLM-135M-like shape).
+    "llama-135m": dict(
+        vocab_size=32000,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    ),
+    # 360M params: Llama block, GQA 3:1.
+    "llama-360m": dict(
+        vocab_size=32000,
+        hidden_size=960,
+        intermediate_size=2560,
+        num_hidden_layers=32,
+        num_attention_heads=15,
+        num_key_value_heads=5,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    ),
+    # 4.5M params: a classic bidirectional post-norm encoder, the layer of `nn.TransformerEncoderLayer(norm_first=False,
+    # activation="relu")`, with learned positions; for classification and tagging heads.
+    "encoder": dict(
+        vocab_size=4096,
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+        position_embedding_type="learned",
+        norm_type="layernorm",
+        norm_eps=1e-5,
+        norm_position="post",
+        is_causal=False,
+        mlp_type="plain",
+        hidden_act="relu",
+        attention_bias=True,
+        mlp_bias=True,
+        tie_word_embeddings=True,
+        attention_dropout=0.1,
+        hidden_dropout=0.1,
+    ),
+}
+
+
+@strict
+class GPTForgeConfig(PreTrainedConfig):
+    """Configuration of every gptforge model; see `PRESETS` and `from_preset` for named sizes.
+
+    The defaults describe a 12-layer Llama-style decoder (RoPE, RMSNorm, SwiGLU, no biases, untied head). GPT-2 is
+    `from_preset("gpt2-124m")`; the post-norm encoder is `from_preset("encoder")`.
+    """
+
+    model_type = "gptforge"
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
+    # GPT-2 / nanoGPT spellings and the Llama/GPT-2 epsilon names read through to our fields.
+    attribute_map = {
+        "n_embd": "hidden_size",
+        "n_layer": "num_hidden_layers",
+        "n_head": "num_attention_heads",
+        "n_positions": "max_position_embeddings",
+        "n_inner": "intermediate_size",
+        "rms_norm_eps": "norm_eps",
+        "layer_norm_epsilon": "norm_eps",
+        "layer_norm_eps": "norm_eps",
+    }
+    # Same plans as Llama: the parameter names are the same, so tensor/pipeline parallelism work unchanged.
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
+
+    # --- sizes ---
+    vocab_size: int = 50257
+    hidden_size: int = 768
+    # None: 4 * hidden for a plain MLP, the Llama rule (8/3 * hidden, rounded up to 256) for a gated one
+    intermediate_size: int | None = None
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    # None: multi-head attention; fewer than num_attention_heads gives GQA, 1 gives MQA
+    num_key_value_heads: int | None = None
+    # None: hidden_size // num_attention_heads; set it to decouple head width from hidden size (Qwen3/Gemma style)
+    head_dim: int | None = None
+    max_position_embeddings: int = 2048
+
+    # --- architecture switches ---
+    position_embedding_type: str = "rope"  # "rope" (Llama), "learned" (GPT-2, encoder) or "none"
+    rope_parameters: dict | None = None  # Transformers' format; None: {"rope_type": "default", "rope_theta": 1e4}
+    norm_type: str = "rmsnorm"  # "rmsnorm" (Llama) or "layernorm" (GPT-2, encoder)
+    norm_eps: float = 1e-6
+    norm_bias: bool = True  # LayerNorm only: nanoGPT-style bias-free LayerNorm sets this False
+    norm_position: str = "pre"  # "pre" (GPT-2, Llama; adds a final norm) or "post" (original Transformer)
+    is_causal: bool = True  # False: bidirectional attention (encoder)
+    mlp_type: str = "gated"  # "gated": down(act(gate(x)) * up(x)) (SwiGLU); "plain": down(act(up(x)))
+    hidden_act: str = "silu"  # any key of transformers.activations.ACT2FN
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False
+
+    # --- regularisation ---
+    attention_dropout: float = 0.0
+    hidden_dropout: float = 0.0  # on each residual branch (GPT-2's resid_pdrop)
+    embedding_dropout: float = 0.0  # GPT-2's embd_pdrop
+    classifier_dropout: float | None = None  # token-classification head; None: hidden_dropout
+
+    # --- initialisation ---
+    initializer_range: float = 0.02
+    # GPT-2: residual-output projections start with std / sqrt(2 * num_hidden_layers), so the residual stream's
+    # variance does not grow with depth.
+    scale_residual_init: bool = False
+
+    # --- generation / tokens ---
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        # Checked before deriving head_dim: with head_dim left implicit, hidden_size must split evenly.
+        if self.head_dim is None and self.num_attention_heads > 0 and self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}; "
+                "choose sizes that divide, or set head_dim explicitly"
+            )
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None and self.num_attention_heads > 0:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.intermediate_size is None:
+            if self.mlp_type == "gated":
+                self.intermediate_size = 256 * ((int(8 * self.hidden_size / 3) + 255) // 256)
+            else:
+                self.intermediate_size = 4 * self.hidden_size
+        if self.rope_parameters is None and self.position_embedding_type == "rope":
+            self.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
+        self.validate_architecture()
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self) -> None:
+        """Cross-field checks; each failure is a `ValueError` naming the field and its value."""
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "max_position_embeddings",
+        ):
+            value = getattr(self, name)
+            if value is None or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_key_value_heads={self.num_key_value_heads} must divide "
+                f"num_attention_heads={self.num_attention_heads} (grouped-query attention shares each kv head "
+                "among an equal number of query heads)"
+            )
+        for name, allowed in (
+            ("position_embedding_type", _POSITION_TYPES),
+            ("norm_type", _NORM_TYPES),
+            ("norm_position", _NORM_POSITIONS),
+            ("mlp_type", _MLP_TYPES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {name}={getattr(self, name)!r}")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(
+                f"hidden_act={self.hidden_act!r} is not a known activation; "
+                f"expected one of transformers.activations.ACT2FN: {sorted(ACT2FN)}"
+            )
+        if self.position_embedding_type == "rope" and self.head_dim % 2:
+            raise ValueError(f"head_dim must be even with rotary embeddings (it rotates pairs), got head_dim={self.head_dim}")
+        if self.norm_eps <= 0:
+            raise ValueError(f"norm_eps must be positive, got norm_eps={self.norm_eps!r}")
+        for name in ("attention_dropout", "hidden_dropout", "embedding_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}")
+        if self.initializer_range < 0:
+            raise ValueError(f"initializer_range must be >= 0, got initializer_range={self.initializer_range!r}")
+
+    @classmethod
+    def list_presets(cls) -> list[str]:
+        """Names accepted by `from_preset`, sorted."""
+        return sorted(PRESETS)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "GPTForgeConfig":
+        """A config for the named preset, with any field overridden by keyword (`from_preset("tiny", vocab_size=512)`)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; expected one of {cls.list_presets()}")
+        return cls(**{**copy.deepcopy(PRESETS[name]), **overrides})
+
+
+__all__ = ["GPTForgeConfig", "PRESETS"]
