@@ -219,15 +219,23 @@ class GPTForgeConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
 
     def __post_init__(self, **kwargs):
+        # GPT-2 spellings passed as keywords (n_head=...) arrive here, not as fields: apply them before deriving
+        for alias, field_name in self.attribute_map.items():
+            if alias in kwargs:
+                setattr(self, field_name, kwargs.pop(alias))
         # Checked before deriving head_dim: with head_dim left implicit, hidden_size must split evenly.
-        if self.head_dim is None and self.num_attention_heads > 0 and self.hidden_size % self.num_attention_heads:
+        if (
+            self.head_dim is None
+            and min(self.num_attention_heads, self.hidden_size) > 0
+            and self.hidden_size % self.num_attention_heads
+        ):
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}; "
                 "choose sizes that divide, or set head_dim explicitly"
             )
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
-        if self.head_dim is None and self.num_attention_heads > 0:
+        if self.head_dim is None and min(self.num_attention_heads, self.hidden_size) > 0:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.intermediate_size is None:
             if self.mlp_type == "gated":
@@ -238,6 +246,9 @@ class GPTForgeConfig(PreTrainedConfig):
             self.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
         self.validate_architecture()
         super().__post_init__(**kwargs)
+        if self.position_embedding_type != "rope":
+            # the base class fills in default RoPE parameters for every config; they mean nothing here
+            self.rope_parameters = None
 
     def validate_architecture(self) -> None:
         """Cross-field checks; each failure is a `ValueError` naming the field and its value."""
@@ -274,7 +285,9 @@ class GPTForgeConfig(PreTrainedConfig):
                 f"expected one of transformers.activations.ACT2FN: {sorted(ACT2FN)}"
             )
         if self.position_embedding_type == "rope" and self.head_dim % 2:
-            raise ValueError(f"head_dim must be even with rotary embeddings (it rotates pairs), got head_dim={self.head_dim}")
+            raise ValueError(
+                f"head_dim must be even with rotary embeddings (it rotates pairs), got head_dim={self.head_dim}"
+            )
         if self.norm_eps <= 0:
             raise ValueError(f"norm_eps must be positive, got norm_eps={self.norm_eps!r}")
         for name in ("attention_dropout", "hidden_dropout", "embedding_dropout"):

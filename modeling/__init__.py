@@ -1,0 +1,17 @@
+"""gptforge.modeling: the model (one file, `modeling_gptforge.py`) and conversion to/from native Transformers models."""
+
+from .modeling_gptforge import (
+    GPTForgeForCausalLM,
+    GPTForgeForSequenceClassification,
+    GPTForgeForTokenClassification,
+    GPTForgeModel,
+    GPTForgePreTrainedModel,
+)
+
+__all__ = [
+    "GPTForgePreTrainedModel",
+    "GPTForgeModel",
+    "GPTForgeForCausalLM",
+    "GPTForgeForSequenceClassification",
+    "GPTForgeForTokenClassification",
+]

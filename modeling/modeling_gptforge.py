@@ -1,0 +1,596 @@
+"""GPTForge: one configurable GPT, written the way Transformers writes its own models.
+
+It reads top to bottom: norm, rotary, MLP, attention, block, pretrained base, trunk, heads. What differs from a
+vanilla GPT (nanoGPT's `model.py`):
+- every architectural choice is a config switch, so one class reproduces GPT-2 (learned positions, LayerNorm, GELU,
+  biases, tied head), Llama (RoPE, RMSNorm, SwiGLU, GQA, untied head) and a post-norm bidirectional encoder
+  (`nn.TransformerEncoderLayer(norm_first=False)`), exactly: tests copy weights both ways and compare logits;
+- parameter names are Transformers' Llama names (`embed_tokens`, `q_proj`, `gate_proj`, `down_proj`, `norm`,
+  `lm_head`), so PEFT targets, FSDP wrapping and tensor-parallel plans work without configuration;
+- attention runs through `ALL_ATTENTION_FUNCTIONS` (eager, sdpa, flex, flash), masks through `masking_utils`, the KV
+  cache through `Cache` objects, and outputs through `modeling_outputs`, so `generate`, static caches and
+  `torch.compile` behave as with a native model;
+- forward accepts the cache as `cache=` (what Transformers 5.24's `generate` passes) and as `past_key_values=`;
+- without explicit `position_ids`, a 2D attention mask sets them (left padding keeps learned positions right).
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+
+from ..configuration.configuration_gptforge import GPTForgeConfig
+
+
+class GPTForgeRMSNorm(nn.Module):
+    """RMSNorm as in Llama: normalise in fp32, scale in the input dtype (bit-for-bit what LlamaRMSNorm does)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
+
+
+def build_norm(config: GPTForgeConfig) -> nn.Module:
+    if config.norm_type == "rmsnorm":
+        return GPTForgeRMSNorm(config.hidden_size, eps=config.norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+
+
+class GPTForgeRotaryEmbedding(nn.Module):
+    """Rotary position embedding (Llama's), any `rope_type` of `ROPE_INIT_FUNCTIONS`.
+
+    NOTE `inv_freq` is a non-persistent buffer: Transformers 5 builds models on the meta device and refills such
+    buffers with garbage after `from_pretrained`, so `_init_weights` recomputes it from the config.
+    """
+
+    def __init__(self, config: GPTForgeConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.rope_type = config.rope_parameters.get("rope_type", "default")
+        inv_freq, self.attention_scaling = self.compute_inv_freq(config)
+        self.inv_freq = nn.Buffer(inv_freq, persistent=False)
+        self.original_inv_freq = nn.Buffer(inv_freq.clone(), persistent=False)
+
+    def compute_inv_freq(self, config: GPTForgeConfig) -> tuple[torch.Tensor, float]:
+        if self.rope_type == "default":
+            return self.compute_default_rope_parameters(config)
+        return ROPE_INIT_FUNCTIONS[self.rope_type](config)
+
+    @staticmethod
+    def compute_default_rope_parameters(config: GPTForgeConfig, **kwargs) -> tuple[torch.Tensor, float]:
+        base = config.rope_parameters["rope_theta"]
+        dim = config.head_dim
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        return inv_freq, 1.0
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # fp32 angles whatever the model dtype: bf16 positions lose integer precision above 256
+        freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)  # (B, T, hd/2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
+        cos = emb.cos() * self.attention_scaling
+        sin = emb.sin() * self.attention_scaling
+        return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary_pos_emb(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, hd): broadcast over heads
+    return (q * cos) + (rotate_half(q) * sin), (k * cos) + (rotate_half(k) * sin)
+
+
+class GPTForgeMLP(nn.Module):
+    """Gated (SwiGLU: down(act(gate(x)) * up(x))) or plain (GPT-2: down(act(up(x)))) feed-forward."""
+
+    def __init__(self, config: GPTForgeConfig) -> None:
+        super().__init__()
+        self.gated = config.mlp_type == "gated"
+        if self.gated:
+            self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        self.down_proj.is_residual_projection = True  # read by _init_weights (GPT-2's scaled init)
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act_fn(self.up_proj(x)))
+
+
+def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, n_kv, T, hd) -> (B, n_kv * n_rep, T, hd), as `torch.repeat_interleave(x, n_rep, dim=1)` without a copy
+    until the reshape."""
+    batch, num_key_value_heads, slen, head_dim = hidden_states.shape
+    if n_rep == 1:
+        return hidden_states
+    hidden_states = hidden_states[:, :, None, :, :].expand(batch, num_key_value_heads, n_rep, slen, head_dim)
+    return hidden_states.reshape(batch, num_key_value_heads * n_rep, slen, head_dim)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference attention (and the only one that returns weights). Adapted from Transformers' Llama."""
+    key_states = repeat_kv(key, module.num_key_value_groups)
+    value_states = repeat_kv(value, module.num_key_value_groups)
+    attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling  # (B, nh, Tq, Tk)
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value_states)
+    attn_output = attn_output.transpose(1, 2).contiguous()  # (B, Tq, nh, hd)
+    return attn_output, attn_weights
+
+
+class GPTForgeAttention(nn.Module):
+    """Multi-head, grouped-query or multi-query attention; causal or bidirectional; with or without RoPE."""
+
+    def __init__(self, config: GPTForgeConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+        # read by the sdpa/flash interfaces to pick their causal kernels when no mask is needed
+        self.is_causal = config.is_causal
+
+        q_out = config.num_attention_heads * self.head_dim
+        kv_out = config.num_key_value_heads * self.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, q_out, bias=config.attention_bias)
+        self.k_proj = nn.Linear(config.hidden_size, kv_out, bias=config.attention_bias)
+        self.v_proj = nn.Linear(config.hidden_size, kv_out, bias=config.attention_bias)
+        self.o_proj = nn.Linear(q_out, config.hidden_size, bias=config.attention_bias)
+        self.o_proj.is_residual_projection = True
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, nh, T, hd)
+        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, n_kv, T, hd)
+        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        if position_embeddings is not None:
+            cos, sin = position_embeddings
+            query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+
+        if cache is not None:
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query_states,
+            key_states,
+            value_states,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()  # (B, T, nh * hd)
+        return self.o_proj(attn_output), attn_weights
+
+
+class GPTForgeDecoderLayer(GradientCheckpointingLayer):
+    """One block. Pre-norm: x + f(norm(x)) (GPT-2, Llama); post-norm: norm(x + f(x)) (original Transformer)."""
+
+    def __init__(self, config: GPTForgeConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.pre_norm = config.norm_position == "pre"
+        self.self_attn = GPTForgeAttention(config, layer_idx)
+        self.mlp = GPTForgeMLP(config)
+        self.input_layernorm = build_norm(config)
+        self.post_attention_layernorm = build_norm(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_input = self.input_layernorm(hidden_states) if self.pre_norm else hidden_states
+        attn_output, attn_weights = self.self_attn(
+            attn_input, position_embeddings=position_embeddings, attention_mask=attention_mask, cache=cache, **kwargs
+        )
+        hidden_states = hidden_states + self.dropout(attn_output)
+        if self.pre_norm:
+            hidden_states = hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
+        else:
+            hidden_states = self.input_layernorm(hidden_states)
+            hidden_states = self.post_attention_layernorm(hidden_states + self.dropout(self.mlp(hidden_states)))
+        return hidden_states, attn_weights
+
+
+class GPTForgePreTrainedModel(PreTrainedModel):
+    config_class = GPTForgeConfig
+    config: GPTForgeConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GPTForgeDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _can_compile_fullgraph = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """All initialisation, in one place (the `init.*` functions skip tensors already loaded from a checkpoint).
+
+        | tensor                                   | init                                                      |
+        |------------------------------------------|-----------------------------------------------------------|
+        | Linear weights, embeddings               | normal(0, initializer_range)                              |
+        | o_proj / down_proj weights, if scaled    | normal(0, initializer_range / sqrt(2 * num_hidden_layers)) |
+        | Linear biases                            | zeros                                                     |
+        | norm weights / biases                    | ones / zeros                                              |
+        | rotary inv_freq (non-persistent buffer)  | recomputed from rope_parameters                           |
+        """
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            if getattr(module, "is_residual_projection", False) and self.config.scale_residual_init:
+                std = std / math.sqrt(2 * self.config.num_hidden_layers)
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, (nn.LayerNorm, GPTForgeRMSNorm)):
+            init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, GPTForgeRotaryEmbedding):
+            inv_freq, _ = module.compute_inv_freq(module.config)
+            init.copy_(module.inv_freq, inv_freq)
+            init.copy_(module.original_inv_freq, inv_freq)
+
+
+class GPTForgeModel(GPTForgePreTrainedModel):
+    """The trunk: embeddings, blocks and (pre-norm only) a final norm; returns hidden states."""
+
+    def __init__(self, config: GPTForgeConfig) -> None:
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        if config.position_embedding_type == "learned":
+            self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        if config.position_embedding_type == "rope":
+            self.rotary_emb = GPTForgeRotaryEmbedding(config)
+        self.embed_dropout = nn.Dropout(config.embedding_dropout)
+        self.layers = nn.ModuleList(GPTForgeDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        # post-norm blocks end in a norm already; only pre-norm stacks need a final one
+        self.norm = build_norm(config) if config.norm_position == "pre" else nn.Identity()
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast | tuple:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        cache = cache if cache is not None else past_key_values
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_attentions and self.config._attn_implementation != "eager":
+            raise ValueError(
+                f"output_attentions=True needs attn_implementation='eager', got "
+                f"{self.config._attn_implementation!r}; load with attn_implementation='eager' or call "
+                "model.set_attn_implementation('eager')"
+            )
+        # A bidirectional encoder has nothing to cache; a causal model caches at inference unless told otherwise.
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if use_cache and cache is None and self.config.is_causal:
+            cache = DynamicCache(config=self.config)
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        seq_len = inputs_embeds.shape[1]
+        if position_ids is None:
+            if attention_mask is not None and attention_mask.dim() == 2:
+                # count only real tokens, so a left-padded row gets the positions it would have alone
+                position_ids = attention_mask.long().cumsum(-1) - 1
+                position_ids = position_ids.masked_fill(attention_mask == 0, 0)[:, -seq_len:]
+            else:
+                past_seen = cache.get_seq_length() if cache is not None else 0
+                position_ids = torch.arange(seq_len, device=inputs_embeds.device).unsqueeze(0) + past_seen
+
+        hidden_states = inputs_embeds
+        if self.config.position_embedding_type == "learned":
+            hidden_states = hidden_states + self.embed_positions(position_ids)
+        hidden_states = self.embed_dropout(hidden_states)
+        position_embeddings = None
+        if self.config.position_embedding_type == "rope":
+            position_embeddings = self.rotary_emb(hidden_states, position_ids)
+
+        if self.config.is_causal:
+            mask = create_causal_mask(
+                config=self.config,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                cache=cache,
+                position_ids=position_ids,
+            )
+        else:
+            mask = create_bidirectional_mask(
+                config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache
+            )
+
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            hidden_states, attn_weights = layer(
+                hidden_states, attention_mask=mask, position_embeddings=position_embeddings, cache=cache, **kwargs
+            )
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+
+        output = BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            cache=cache if use_cache else None,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
+    """Trunk + language-model head; `labels` give the shifted next-token loss through Transformers' loss function
+    (so `num_items_in_batch` from the Trainer normalises gradient accumulation correctly)."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
+    def __init__(self, config: GPTForgeConfig) -> None:
+        super().__init__(config)
+        self.model = GPTForgeModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache if cache is not None else past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        # generate asks for the last position only: project just that onto the (large) vocabulary
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+
+        output = CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def last_token_index(
+    input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, pad_token_id: int | None, seq_len: int
+) -> torch.Tensor | int:
+    """Index of each row's last real token: from the attention mask when there is one (left or right padding),
+    else from the pad id (GPT-2's rule), else the last position."""
+    if attention_mask is not None and attention_mask.dim() == 2:
+        positions = torch.arange(seq_len, device=attention_mask.device)
+        return (positions * attention_mask[:, -seq_len:].to(positions.dtype)).argmax(-1)
+    if input_ids is not None and pad_token_id is not None:
+        positions = torch.arange(seq_len, device=input_ids.device)
+        return (positions * (input_ids != pad_token_id).to(positions.dtype)).argmax(-1)
+    return seq_len - 1
+
+
+class GPTForgeForSequenceClassification(GPTForgePreTrainedModel):
+    """Classifies from the last real token's hidden state, as GPT-2 does (a causal model has seen everything there)."""
+
+    def __init__(self, config: GPTForgeConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = GPTForgeModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache if cache is not None else past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.score(outputs.last_hidden_state)  # (B, T, num_labels)
+        batch_size, seq_len = logits.shape[:2]
+        last = last_token_index(input_ids, attention_mask, self.config.pad_token_id, seq_len)
+        pooled_logits = logits[torch.arange(batch_size, device=logits.device), last]  # (B, num_labels)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, pooled_logits=pooled_logits, config=self.config)
+
+        output = SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=pooled_logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GPTForgeForTokenClassification(GPTForgePreTrainedModel):
+    """A label per token (tagging); pairs naturally with the bidirectional `encoder` preset."""
+
+    def __init__(self, config: GPTForgeConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = GPTForgeModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
+        self.dropout = nn.Dropout(dropout)
+        self.score = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.score(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, self.config)
+        output = TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "GPTForgePreTrainedModel",
+    "GPTForgeModel",
+    "GPTForgeForCausalLM",
+    "GPTForgeForSequenceClassification",
+    "GPTForgeForTokenClassification",
+]

@@ -1,0 +1,1 @@
+"""gptforge.scripts: the `gptforge` command line, one module per subcommand (see `cli.py`)."""
