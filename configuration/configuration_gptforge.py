@@ -23,7 +23,7 @@ _MLP_TYPES = ("gated", "plain")
 
 # Named sizes. Each entry is a set of overrides on the field defaults below; the comment gives the parameter count.
 PRESETS: dict[str, dict[str, Any]] = {
-    # 1.2M params: the fast-test and demo size (a Llama-style block with GQA).
+    # 1.8M params: the fast-test and demo size (a Llama-style block with GQA).
     "tiny": dict(
         vocab_size=4096,
         hidden_size=128,
@@ -79,8 +79,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         bos_token_id=50256,
         eos_token_id=50256,
     ),
-    # 30M params (with a 32k vocabulary): Llama block, GQA 3:1.
-    "llama-30m": dict(
+    # 34M params (with a 32k vocabulary): Llama block, GQA 3:1.
+    "llama-34m": dict(
         vocab_size=32000,
         hidden_size=384,
         intermediate_size=1024,
@@ -89,9 +89,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         num_key_value_heads=2,
         max_position_embeddings=2048,
     ),
-    # 135M params (with a 32k vocabulary): Llama block, GQA 3:1 (SmolLM-135M-like shape).
+    # 135M params (with a 49k vocabulary, tied): Llama block, GQA 3:1 (SmolLM-135M's shape).
     "llama-135m": dict(
-        vocab_size=32000,
+        vocab_size=49152,
         hidden_size=576,
         intermediate_size=1536,
         num_hidden_layers=30,
@@ -100,9 +100,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_position_embeddings=2048,
         tie_word_embeddings=True,
     ),
-    # 360M params: Llama block, GQA 3:1.
+    # 362M params (with a 49k vocabulary, tied): Llama block, GQA 3:1 (SmolLM-360M's shape).
     "llama-360m": dict(
-        vocab_size=32000,
+        vocab_size=49152,
         hidden_size=960,
         intermediate_size=2560,
         num_hidden_layers=32,
@@ -111,7 +111,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_position_embeddings=2048,
         tie_word_embeddings=True,
     ),
-    # 4.5M params: a classic bidirectional post-norm encoder, the layer of `nn.TransformerEncoderLayer(norm_first=False,
+    # 4.3M params: a classic bidirectional post-norm encoder, the layer of `nn.TransformerEncoderLayer(norm_first=False,
     # activation="relu")`, with learned positions; for classification and tagging heads.
     "encoder": dict(
         vocab_size=4096,
@@ -308,6 +308,16 @@ class GPTForgeConfig(PreTrainedConfig):
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; expected one of {cls.list_presets()}")
         return cls(**{**copy.deepcopy(PRESETS[name]), **overrides})
+
+    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/hub.py)
+    def save_pretrained(self, save_directory, push_to_hub=False, **kwargs):
+        """Also writes `auto_map` and the flat remote-code files, so the folder loads without gptforge installed
+        (a model's `save_pretrained` saves its config through here)."""
+        from ..hub import save_pretrained_with_code
+
+        return save_pretrained_with_code(self, super().save_pretrained, save_directory, push_to_hub, **kwargs)
+
+    # <<< gptforge package only
 
 
 __all__ = ["GPTForgeConfig", "PRESETS"]

@@ -30,7 +30,7 @@ def test_defaults_build_without_arguments():
 def test_presets_are_listed_and_include_the_required_ones():
     names = GPTForgeConfig.list_presets()
     assert names == sorted(PRESETS)
-    assert {"tiny", "gpt2-124m", "encoder", "llama-30m", "llama-135m"} <= set(names)
+    assert {"tiny", "gpt2-124m", "encoder", "llama-34m", "llama-135m"} <= set(names)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
