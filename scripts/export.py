@@ -1,0 +1,97 @@
+"""Export a gptforge folder as a native Transformers folder (`GPT2LMHeadModel` or `LlamaForCausalLM`).
+
+Tools that know only the native architectures (vLLM, llama.cpp's GGUF converter, TGI, ONNX exporters) read the
+result without gptforge and without remote code. Only a causal LM whose config maps exactly is exported; anything
+else is an error naming each field that does not map. `gptforge convert` brings such folders back in.
+
+Usage:
+
+    gptforge export runs/tiny/final runs/tiny/native --to transformers
+
+The tokenizer goes along: `tokenizer.json` byte for byte, and a `tokenizer_config.json` that declares the generic
+`PreTrainedTokenizerFast` without `auto_map`. The output is deterministic: exporting the same folder twice, or the
+folder `gptforge convert` makes of an export, gives byte-identical files.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from transformers import PreTrainedModel
+
+from gptforge.configuration import GPTForgeConfig
+from gptforge.modeling import GPTForgeForCausalLM
+from gptforge.modeling.conversion import gptforge_config_to_native, to_transformers
+
+HELP = "export a gptforge folder as a native GPT2LMHeadModel / LlamaForCausalLM folder"
+TARGETS = ("transformers",)
+# tokenizer files copied byte for byte; tokenizer_config.json is rewritten (see `export_tokenizer`)
+TOKENIZER_COPY_FILES = ("tokenizer.json", "special_tokens_map.json", "chat_template.jinja")
+NATIVE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+# load-time bookkeeping that Transformers 5.24 writes back into a re-saved tokenizer_config.json; not tokenizer settings
+LOAD_TIME_KEYS = ("is_local", "local_files_only", "name_or_path", "_commit_hash")
+
+
+def export_tokenizer(folder: Path, out: Path) -> list[Path]:
+    """Copy the tokenizer of `folder` into `out` as a plain `PreTrainedTokenizerFast` (no remote code)."""
+    written = []
+    for name in TOKENIZER_COPY_FILES:
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, out / name)
+            written.append(out / name)
+    config_file = folder / "tokenizer_config.json"
+    if config_file.is_file():
+        tokenizer_config = json.loads(config_file.read_text(encoding="utf-8"))
+        for key in ("auto_map", *LOAD_TIME_KEYS):
+            tokenizer_config.pop(key, None)
+        tokenizer_config["tokenizer_class"] = NATIVE_TOKENIZER_CLASS
+        text = json.dumps(tokenizer_config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        (out / config_file.name).write_text(text, encoding="utf-8")
+        written.append(out / config_file.name)
+    return written
+
+
+def main(folder: str | Path, out: str | Path, to: str = "transformers") -> PreTrainedModel:
+    """Write the native equivalent of the gptforge model in `folder` to `out`; returns the native model.
+
+    Raises `ValueError` for an unknown target, a non-causal-LM folder, a config without an exact native counterpart
+    (naming each field that does not map), or a non-empty `out`.
+    """
+    if to not in TARGETS:
+        raise ValueError(f"unknown export target {to!r}; expected one of {TARGETS}")
+    folder, out = Path(folder), Path(out)
+    config = GPTForgeConfig.from_pretrained(folder)
+    architecture = (config.architectures or [GPTForgeForCausalLM.__name__])[0]
+    if architecture != GPTForgeForCausalLM.__name__:
+        raise ValueError(
+            f"{folder} holds a {architecture}; only {GPTForgeForCausalLM.__name__} has a native GPT-2 / Llama "
+            "counterpart"
+        )
+    gptforge_config_to_native(config)  # fails here, naming every field that does not map, before loading weights
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"output folder {out} exists and is not empty")
+    model = GPTForgeForCausalLM.from_pretrained(folder, dtype="auto")
+    native = to_transformers(model)
+    native.save_pretrained(out)
+    export_tokenizer(folder, out)
+    return native
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="gptforge model folder (config.json + model.safetensors)")
+    parser.add_argument("out", help="output folder for the native model; must not exist or be empty")
+    parser.add_argument(
+        "--to", choices=TARGETS, default="transformers", help="target format: a native Transformers folder"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        native = main(args.folder, args.out, to=args.to)
+    except ValueError as error:
+        print(f"gptforge export: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {type(native).__name__} to {args.out}")
+    return 0

@@ -1,0 +1,142 @@
+"""Upload a saved gptforge folder to the Hugging Face Hub, with a model card when it has none.
+
+Usage:
+
+    gptforge push runs/tiny/final --repo-id me/tiny-stories --dry-run     # list the files and sizes, upload nothing
+    gptforge push runs/tiny/final --repo-id me/tiny-stories --private
+    gptforge push runs/tiny/final --repo-id me/tiny-stories --revision v1  # to a branch (created if missing)
+
+Authentication is the usual `huggingface_hub` one (`hf auth login` or `HF_TOKEN`). What is uploaded is exactly the
+folder's files (hidden files and `__pycache__` excepted) plus README.md, which is generated when missing: YAML front
+matter, the architecture, the figures `pretrain`/`finetune` recorded (`training_summary.json`), usage for both ways
+of loading, and what `trust_remote_code=True` means. A folder holding pickle-based weights is refused.
+"""
+
+import argparse
+import glob
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import HfApi
+
+from gptforge.hub import model_card
+
+HELP = "upload a saved gptforge folder to the Hugging Face Hub (writes a model card when missing)"
+README = "README.md"
+# weight formats that unpickle on load: never uploaded
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    path: str  # relative to the folder, with "/" separators
+    size: int  # bytes
+    generated: bool = False  # the model card, written by this command
+
+
+def folder_files(folder: Path) -> list[UploadFile]:
+    """The files of `folder` that are uploaded, sorted; refuses pickle-based weights."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if not path.is_file() or any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
+            continue
+        if path.suffix in PICKLE_SUFFIXES:
+            raise ValueError(
+                f"{path} is a pickle-based weight file; only safetensors are uploaded "
+                "(load the model and save_pretrained it again, which writes safetensors)"
+            )
+        files.append(UploadFile(relative.as_posix(), path.stat().st_size))
+    if not any(f.path == "config.json" for f in files):
+        raise ValueError(f"{folder} has no config.json: save a model there with save_pretrained first")
+    return files
+
+
+def format_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def main(
+    folder: str | Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    dry_run: bool = False,
+    commit_message: str | None = None,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+) -> list[UploadFile]:
+    """Upload `folder` to the model repo `repo_id` (created if missing), or with `dry_run` only print what would be
+    uploaded. Returns the uploaded (or would-be uploaded) files."""
+    folder = Path(folder)
+    files = folder_files(folder)
+    card = None
+    if not (folder / README).is_file():
+        card = model_card(folder, repo_id=repo_id, license=license, datasets=datasets, base_model=base_model)
+        files = sorted([*files, UploadFile(README, len(card.encode()), generated=True)], key=lambda f: f.path)
+
+    target = (
+        f"model repo {repo_id}" + (" (private)" if private else "") + (f", revision {revision}" if revision else "")
+    )
+    print(f"{'dry run: would upload' if dry_run else 'uploading'} {len(files)} files to {target}:")
+    for f in files:
+        note = "  (model card, generated)" if f.generated else ""
+        print(f"  {f.size:>14,} B  {format_size(f.size):>9}  {f.path}{note}")
+    print(f"  {sum(f.size for f in files):>14,} B  total")
+    if dry_run:
+        return files
+
+    if card is not None:
+        (folder / README).write_text(card, encoding="utf-8")
+    api = HfApi()
+    repo_id = api.create_repo(repo_id, private=private or None, repo_type="model", exist_ok=True).repo_id
+    if revision:
+        api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        repo_type="model",
+        revision=revision,
+        commit_message=commit_message or "Upload gptforge model",
+        allow_patterns=[glob.escape(f.path) for f in files],
+    )
+    print(f"uploaded: {getattr(commit, 'commit_url', commit)}")
+    return files
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="folder written by save_pretrained (model, tokenizer, code)")
+    parser.add_argument("--repo-id", required=True, help="Hub repo, e.g. 'me/tiny-stories'; created if missing")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--revision", default=None, help="branch to upload to (created if missing); default main")
+    parser.add_argument("--dry-run", action="store_true", help="print the files and sizes; upload and write nothing")
+    parser.add_argument("--commit-message", default=None, help="commit message (default: 'Upload gptforge model')")
+    # --- model card (used only when the folder has no README.md) ---
+    parser.add_argument("--license", default=None, help="license id for the card (default: apache-2.0)")
+    parser.add_argument("--dataset", dest="datasets", action="append", default=None, help="training dataset id")
+    parser.add_argument("--base-model", default=None, help="the model this one was fine-tuned from")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        main(
+            args.folder,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            dry_run=args.dry_run,
+            commit_message=args.commit_message,
+            license=args.license,
+            datasets=args.datasets,
+            base_model=args.base_model,
+        )
+    except ValueError as error:
+        print(f"gptforge push: error: {error}", file=sys.stderr)
+        return 2
+    return 0
