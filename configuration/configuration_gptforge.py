@@ -10,6 +10,7 @@ naming the field and the value.
 """
 
 import copy
+import os
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -296,6 +297,32 @@ class GPTForgeConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}")
         if self.initializer_range < 0:
             raise ValueError(f"initializer_range must be >= 0, got initializer_range={self.initializer_range!r}")
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "GPTForgeConfig":
+        """Refuse another model's config instead of building a gptforge model from fields that mean something else,
+        and name the file an invalid config came from (Transformers' loaders pass its folder as `name_or_path`)."""
+        try:
+            model_type = config_dict.get("model_type", cls.model_type)
+            if model_type != cls.model_type:
+                raise ValueError(
+                    f"model_type={model_type!r} is not a gptforge config (expected model_type='gptforge')"
+                )
+            return super().from_dict(config_dict, **kwargs)
+        except ValueError as exc:
+            where = kwargs.get("name_or_path")
+            if not where:
+                raise
+            where = os.fspath(where)
+            if not where.endswith(".json"):
+                where = os.path.join(where, kwargs.get("subfolder") or "", "config.json")
+            raise ValueError(f"{where}: {exc}") from exc
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "GPTForgeConfig":
+        """As Transformers' loader; passes the source on so that errors can name the file (as AutoConfig does)."""
+        kwargs.setdefault("name_or_path", pretrained_model_name_or_path)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def list_presets(cls) -> list[str]:

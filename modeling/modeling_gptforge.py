@@ -15,9 +15,11 @@ vanilla GPT (nanoGPT's `model.py`):
 """
 
 import math
+import os
 from collections.abc import Callable
 
 import torch
+from safetensors import safe_open
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -256,6 +258,22 @@ class GPTForgeDecoderLayer(GradientCheckpointingLayer):
         return hidden_states, attn_weights
 
 
+def unreadable_safetensors(folder) -> str:
+    """The first weights file in `folder` whose header cannot be read (the file to name in an error)."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return folder
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            try:
+                with safe_open(os.path.join(folder, name), framework="pt") as handle:
+                    for key in handle.keys():
+                        handle.get_slice(key)
+            except Exception:
+                return os.path.join(folder, name)
+    return folder
+
+
 class GPTForgePreTrainedModel(PreTrainedModel):
     config_class = GPTForgeConfig
     config: GPTForgeConfig
@@ -268,6 +286,42 @@ class GPTForgePreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _can_compile_fullgraph = True
     _supports_attention_backend = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, strict: bool = True, **kwargs):
+        """Transformers' loader, made strict for gptforge folders.
+
+        Transformers only warns about missing or unexpected weights and re-initialises the missing ones; for a
+        gptforge folder that means a silently half-loaded model. Here a trunk tensor (`model.*`) missing from the
+        checkpoint, or one the model does not know, is a `ValueError` naming the tensors; only a task head (`lm_head`,
+        `score`) may be missing or extra, as when a causal-LM checkpoint starts a classifier. `strict=False` restores
+        Transformers' lenient behaviour. A truncated or corrupted safetensors file raises an `OSError` naming it.
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        except Exception as exc:
+            if type(exc).__name__ == "SafetensorError":
+                raise OSError(f"{unreadable_safetensors(pretrained_model_name_or_path)}: {exc}") from exc
+            if isinstance(exc, RuntimeError) and "ignore_mismatched_sizes" in str(exc):
+                raise ValueError(
+                    f"{pretrained_model_name_or_path}: tensor shapes in the checkpoint do not match its config.json "
+                    "(the report above lists them)"
+                ) from exc
+            raise
+        if strict:
+            heads = ("lm_head", "score")
+            for kind, where in (("missing_keys", "missing from"), ("unexpected_keys", "unknown to the model, in")):
+                trunk = sorted(k for k in info[kind] if k.split(".")[0] not in heads)
+                if trunk:
+                    raise ValueError(
+                        f"{pretrained_model_name_or_path}: {len(trunk)} tensor(s) {where} the checkpoint: {trunk[:8]}; "
+                        f"the folder does not hold a complete {cls.__name__} (pass strict=False to load it anyway, "
+                        "with missing tensors freshly initialised)"
+                    )
+        return (model, info) if output_loading_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -298,6 +352,64 @@ class GPTForgePreTrainedModel(PreTrainedModel):
             inv_freq, _ = module.compute_inv_freq(module.config)
             init.copy_(module.inv_freq, inv_freq)
             init.copy_(module.original_inv_freq, inv_freq)
+
+
+def check_inputs(
+    config: GPTForgeConfig,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    has_cache: bool,
+) -> None:
+    """Fail at the door, naming the bad value, instead of deep inside an embedding (or as a device-side assert).
+
+    Shape and dtype checks read metadata only. The token-id and position range checks read two numbers back from the
+    device (one host sync, ~0.1% of a forward at the benchmark shapes); they are skipped while `torch.compile` traces,
+    so `fullgraph=True` compiles and CUDA graphs keep working, and compiled callers validate their inputs themselves.
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    if input_ids is not None:
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise TypeError(f"input_ids must hold integer token ids (torch.long), got dtype {input_ids.dtype}")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, sequence), got shape {tuple(input_ids.shape)}")
+        shape = tuple(input_ids.shape)
+    else:
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+            raise ValueError(
+                f"inputs_embeds must have shape (batch, sequence, hidden_size={config.hidden_size}), "
+                f"got shape {tuple(inputs_embeds.shape)}"
+            )
+        shape = tuple(inputs_embeds.shape[:2])
+    if 0 in shape:
+        raise ValueError(f"the input is empty (batch, sequence) = {shape}; pass at least one token per row")
+    if attention_mask is not None and attention_mask.dim() == 2:
+        # with a cache the mask also covers the cached tokens, so it may be longer than the new input
+        if attention_mask.shape[0] != shape[0] or (
+            attention_mask.shape[1] < shape[1] if has_cache else attention_mask.shape[1] != shape[1]
+        ):
+            expected = f"(batch={shape[0]}, {'cached + ' if has_cache else ''}sequence={shape[1]})"
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected {expected}")
+    if torch.compiler.is_compiling():
+        return
+    if input_ids is not None:
+        low, high = torch.aminmax(input_ids)
+        if low < 0 or high >= config.vocab_size:
+            bad = int(low) if low < 0 else int(high)
+            raise ValueError(f"input_ids holds token id {bad}, outside the vocabulary [0, {config.vocab_size - 1}]")
+
+
+def check_positions(config: GPTForgeConfig, position_ids: torch.Tensor) -> None:
+    """A learned position table has a fixed length; past it the lookup would fail deep inside the embedding."""
+    if config.position_embedding_type == "learned" and not torch.compiler.is_compiling():
+        highest = int(position_ids.max())
+        if highest >= config.max_position_embeddings:
+            raise ValueError(
+                f"position {highest} is beyond the learned position table (max_position_embeddings="
+                f"{config.max_position_embeddings}): a sequence, cached tokens included, may hold at most "
+                f"{config.max_position_embeddings} tokens"
+            )
 
 
 class GPTForgeModel(GPTForgePreTrainedModel):
@@ -331,8 +443,6 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast | tuple:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
         cache = cache if cache is not None else past_key_values
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -345,6 +455,7 @@ class GPTForgeModel(GPTForgePreTrainedModel):
                 f"{self.config._attn_implementation!r}; load with attn_implementation='eager' or call "
                 "model.set_attn_implementation('eager')"
             )
+        check_inputs(self.config, input_ids, inputs_embeds, attention_mask, has_cache=cache is not None)
         # A bidirectional encoder has nothing to cache; a causal model caches at inference unless told otherwise.
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
@@ -362,6 +473,8 @@ class GPTForgeModel(GPTForgePreTrainedModel):
             else:
                 past_seen = cache.get_seq_length() if cache is not None else 0
                 position_ids = torch.arange(seq_len, device=inputs_embeds.device).unsqueeze(0) + past_seen
+
+        check_positions(self.config, position_ids)
 
         hidden_states = inputs_embeds
         if self.config.position_embedding_type == "learned":
@@ -452,12 +565,21 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
+        if labels is not None and tuple(labels.shape) != tuple(hidden_states.shape[:2]):
+            raise ValueError(
+                f"labels has shape {tuple(labels.shape)}; expected one label per input token, shape "
+                f"{tuple(hidden_states.shape[:2])} (the model shifts them itself; use -100 to ignore a position)"
+            )
         # generate asks for the last position only: project just that onto the (large) vocabulary
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])
 
         loss = None
         if labels is not None:
+            if kwargs.get("num_items_in_batch") is None:
+                # sum / count instead of a mean: the same value, but 0 (not NaN) when every label is -100; counted
+                # on the device, so no host sync
+                kwargs["num_items_in_batch"] = (labels[:, 1:] != -100).sum().clamp(min=1)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
         output = CausalLMOutputWithPast(
