@@ -31,7 +31,7 @@ AutoModel.register(GPTForgeConfig, GPTForgeModel)
 AutoModelForCausalLM.register(GPTForgeConfig, GPTForgeForCausalLM)
 AutoModelForSequenceClassification.register(GPTForgeConfig, GPTForgeForSequenceClassification)
 AutoModelForTokenClassification.register(GPTForgeConfig, GPTForgeForTokenClassification)
-AutoTokenizer.register(GPTForgeConfig, fast_tokenizer_class=GPTForgeTokenizer)
+AutoTokenizer.register(GPTForgeConfig, tokenizer_class=GPTForgeTokenizer)
 
 __all__ = [
     "PRESETS",

@@ -23,6 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ import transformers
 import yaml
 from transformers import PreTrainedConfig
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from .storage import atomic_folder
 
 # flat file stem -> the package module it is generated from
 FLAT_MODULES: dict[str, str] = {
@@ -263,22 +266,30 @@ def save_pretrained_with_code(
     code files would be written, and would leave them out.
     """
     if push_to_hub:
-        repo_id = kwargs.pop("repo_id", Path(save_directory).name)
-        hub_kwargs = {
-            key: kwargs.pop(key)
-            for key in ("commit_message", "commit_description", "private", "token", "revision", "create_pr")
-            if key in kwargs
-        }
-        result = save_pretrained_with_code(obj, parent_save, save_directory, **kwargs)
-        obj.push_to_hub(repo_id, **hub_kwargs)
-        return result
+        return save_then_push(obj, partial(save_pretrained_with_code, obj, parent_save), save_directory, kwargs)
     files = remote_code_files()  # flattened and audited first: a failure leaves no half-written folder
     if isinstance(obj, PreTrainedConfig):
         obj.auto_map = {**(getattr(obj, "auto_map", None) or {}), **model_auto_map()}
     else:
         obj._auto_map = tokenizer_auto_map()
-    result = parent_save(save_directory, **kwargs)
-    write_remote_code(save_directory, files)
+    with atomic_folder(save_directory) as staging:
+        result = parent_save(staging, **kwargs)
+        write_remote_code(staging, files)
+    return result
+
+
+def save_then_push(obj: Any, save: Callable[..., Any], save_directory: str | os.PathLike, kwargs: dict) -> Any:
+    """Save into `save_directory` with `save`, then upload through `obj.push_to_hub` (which saves again into a
+    temporary folder through the same hooks): the Transformers push takes its snapshot before our hooks have written
+    the code files, and would name the repository after a staging folder."""
+    repo_id = kwargs.pop("repo_id", Path(save_directory).name)
+    hub_kwargs = {
+        key: kwargs.pop(key)
+        for key in ("commit_message", "commit_description", "private", "token", "revision", "create_pr")
+        if key in kwargs
+    }
+    result = save(save_directory, **kwargs)
+    obj.push_to_hub(repo_id, **hub_kwargs)
     return result
 
 

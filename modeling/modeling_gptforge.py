@@ -17,6 +17,7 @@ vanilla GPT (nanoGPT's `model.py`):
 import math
 import os
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from safetensors import safe_open
@@ -322,6 +323,20 @@ class GPTForgePreTrainedModel(PreTrainedModel):
                         "with missing tensors freshly initialised)"
                     )
         return (model, info) if output_loading_info else model
+
+    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/hub.py)
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Transformers' save, staged in a sibling folder and swapped in whole (`gptforge.storage`): a save killed
+        halfway never leaves old and new shards mixed. `push_to_hub=True` saves locally, then uploads."""
+        from ..hub import save_then_push
+        from ..storage import save_atomically
+
+        save = partial(save_atomically, super().save_pretrained)
+        if push_to_hub:
+            return save_then_push(self, save, save_directory, kwargs)
+        return save(save_directory, **kwargs)
+
+    # <<< gptforge package only
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
