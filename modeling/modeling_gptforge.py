@@ -20,6 +20,7 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+import transformers
 from safetensors import safe_open
 from torch import nn
 from transformers import initialization as init
@@ -38,6 +39,13 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from ..configuration.configuration_gptforge import GPTForgeConfig
+
+# Below this release a forward that never sees `cache=` decodes wrongly without an error, so refuse at import time.
+MIN_TRANSFORMERS = (5, 24)
+if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < MIN_TRANSFORMERS:
+    raise ImportError(
+        f"gptforge models need transformers>={'.'.join(map(str, MIN_TRANSFORMERS))},<6; found {transformers.__version__}"
+    )
 
 
 class GPTForgeRMSNorm(nn.Module):
