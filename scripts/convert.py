@@ -1,0 +1,103 @@
+"""Convert a native Transformers GPT-2 or Llama folder into a gptforge folder, tokenizer included.
+
+The weights go through `gptforge.from_transformers` (an explicit name map with shape and coverage checks); the
+converted model's logits are then compared with the source's on a random batch, so a silent mismatch cannot ship.
+The output loads with `AutoModelForCausalLM.from_pretrained(OUT)` once `gptforge` is imported, and can be
+fine-tuned (`gptforge finetune --model OUT`) or evaluated like any gptforge folder.
+
+Usage:
+    gptforge convert --source path/to/gpt2 --out runs/gpt2-gptforge
+    gptforge convert --source path/to/llama --out runs/llama-gptforge --no-verify
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..modeling.conversion import from_transformers
+
+HELP = "convert a native GPT-2 or Llama folder (Transformers format) into a gptforge folder"
+
+SUPPORTED_MODEL_TYPES = ("gpt2", "llama")
+
+
+def source_model_type(folder: str | os.PathLike) -> str:
+    """The `model_type` in `folder/config.json`; `FileNotFoundError` naming the file when there is none."""
+    config_path = Path(folder) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"no model at {str(folder)!r}: looked for {str(config_path)!r}")
+    return json.loads(config_path.read_text()).get("model_type", "")
+
+
+def main(
+    source: str | os.PathLike, output_dir: str | os.PathLike, *, verify: bool = True, seed: int = 0
+) -> dict[str, Any]:
+    """Convert and save; return `{"output_dir", "source_model_type", "num_parameters", "max_abs_logit_diff"}`.
+
+    Verification runs the two models on the same random tokens: conversion is exact, so anything above float
+    rounding (1e-4 in fp32) is a bug and raises.
+    """
+    model_type = source_model_type(source)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"{str(source)!r} holds a {model_type!r} model; convert reads {', '.join(SUPPORTED_MODEL_TYPES)} "
+            "(a gptforge folder needs no conversion)"
+        )
+    native = AutoModelForCausalLM.from_pretrained(source).eval()
+    converted = from_transformers(native).eval()
+
+    max_diff = None
+    if verify:
+        generator = torch.Generator().manual_seed(seed)
+        length = min(16, converted.config.max_position_embeddings)
+        input_ids = torch.randint(0, converted.config.vocab_size, (2, length), generator=generator)
+        with torch.no_grad():
+            expected = native(input_ids=input_ids).logits.float()
+            got = converted(input_ids=input_ids).logits.float()
+        max_diff = (expected - got).abs().max().item()
+        tolerance = 1e-4 if native.dtype == torch.float32 else 5e-2
+        if max_diff > tolerance:
+            raise RuntimeError(
+                f"converted logits differ from the source's by {max_diff:.3g} (tolerance {tolerance}); "
+                "the conversion is wrong for this checkpoint"
+            )
+
+    out = Path(output_dir)
+    converted.save_pretrained(out)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        tokenizer = None
+        print(f"warning: no tokenizer could be loaded from {str(source)!r} ({exc}); copy one into {out}")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+
+    summary = {
+        "output_dir": str(out),
+        "source_model_type": model_type,
+        "num_parameters": converted.num_parameters(),
+        "max_abs_logit_diff": max_diff,
+        "tokenizer": tokenizer is not None,
+    }
+    print(
+        f"converted {model_type} ({summary['num_parameters'] / 1e6:.2f}M parameters) into {out}"
+        + (f"; max |logit difference| {max_diff:.2e}" if max_diff is not None else "")
+    )
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="native GPT-2 or Llama folder (config.json + safetensors)")
+    parser.add_argument("--out", "--output-dir", dest="output_dir", required=True, help="gptforge folder to write")
+    parser.add_argument("--no-verify", action="store_true", help="skip the logits comparison with the source")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the verification batch")
+
+
+def run(args: argparse.Namespace) -> int:
+    main(args.source, args.output_dir, verify=not args.no_verify, seed=args.seed)
+    return 0
