@@ -41,13 +41,13 @@ from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     EvalPrediction,
-    Trainer,
     TrainerCallback,
     TrainingArguments,
     set_seed,
 )
 
 from . import data as data_lib  # noqa: E402
+from .checkpointing import CompleteCheckpointCallback, GPTForgeTrainer  # noqa: E402
 from .convert import SUPPORTED_MODEL_TYPES, source_model_type  # noqa: E402
 from .pretrain import (  # noqa: E402
     MetricsCallback,
@@ -256,7 +256,7 @@ def main(
         max_steps=max_steps if max_steps is not None else -1,
         eval_strategy="epoch",
         save_strategy="epoch",
-        save_total_limit=1,
+        save_total_limit=None,  # CompleteCheckpointCallback keeps the newest complete one
         logging_strategy="steps",
         logging_steps=logging_steps,
         logging_first_step=True,
@@ -340,7 +340,7 @@ def main(
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         return classification_scores(prediction.label_ids, logits.argmax(-1), num_classes_found)
 
-    trainer = Trainer(
+    trainer = GPTForgeTrainer(
         model=net,
         args=args,
         train_dataset=train_set,
@@ -351,6 +351,7 @@ def main(
         callbacks=[
             MetricsCallback(out / "metrics.jsonl", tokens_per_example=length if task != "classify" else None),
             EpochReport(),
+            CompleteCheckpointCallback(keep=1),
         ],
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -401,6 +402,11 @@ def main(
         trainer.model.save_pretrained(final_dir)
     tokenizer.save_pretrained(final_dir)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    # the figures a model card quotes (`gptforge push`); `base_model` only when it names a Hub repo, not a local path
+    published = {k: v for k, v in results.items() if k not in ("output_dir", "final_dir", "adapter_dir")}
+    if not Path(folder).exists():
+        published["base_model"] = str(folder)
+    (final_dir / "training_summary.json").write_text(json.dumps(published, indent=2) + "\n", encoding="utf-8")
 
     if task == "classify":
         print(

@@ -26,8 +26,8 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,6 @@ import torch  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
     AutoTokenizer,
-    Trainer,
     TrainerCallback,
     TrainingArguments,
     set_seed,
@@ -49,48 +48,16 @@ from transformers import (  # noqa: E402
 from ..configuration import GPTForgeConfig  # noqa: E402
 from ..tokenization import train_tokenizer  # noqa: E402
 from . import data as data_lib  # noqa: E402
+from .checkpointing import (  # noqa: E402  (re-exported: the checkpoint rules live in one module)
+    CompleteCheckpointCallback,
+    GPTForgeTrainer,
+    NonFiniteLossError,
+    find_latest_checkpoint,
+    list_checkpoints,
+    remove_unfinished,
+)
 
 HELP = "pretrain a causal LM (preset/config/--set) with Trainer: warmup+cosine AdamW, checkpoints, --resume"
-
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-# Files a checkpoint folder must hold to be resumable. Trainer writes trainer_state.json last, so its presence marks
-# a checkpoint whose save finished; the reliability work may harden this (atomic saves, checksums).
-CHECKPOINT_REQUIRED_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
-CHECKPOINT_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def is_complete_checkpoint(folder: Path) -> bool:
-    """Whether `folder` holds everything `Trainer` needs to resume (weights, optimizer, scheduler, state)."""
-    return all((folder / name).is_file() for name in CHECKPOINT_REQUIRED_FILES) and any(
-        (folder / name).is_file() for name in CHECKPOINT_WEIGHT_FILES
-    )
-
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """(step, folder) of every `checkpoint-N` folder in `output_dir`, complete or not, by step."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
-    return sorted(found)
-
-
-def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The highest-step complete checkpoint in `output_dir`, or None.
-
-    A checkpoint interrupted mid-save (Ctrl-C, a killed job) lacks some of `CHECKPOINT_REQUIRED_FILES` and is
-    skipped, so `--resume` falls back to the one before it.
-    """
-    for _, folder in reversed(list_checkpoints(output_dir)):
-        if is_complete_checkpoint(folder):
-            return folder
-    return None
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Config
@@ -350,7 +317,8 @@ def main(
             shutil.rmtree(folder, ignore_errors=True)
         for stale in (final_dir, own_tokenizer, metrics_path, png_path):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-    resume_from = find_latest_checkpoint(out) if resume else None
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    resume_from = find_latest_checkpoint(out, world_size) if resume else None
     if resume and resume_from is None:
         print(f"--resume: no complete checkpoint in {str(out)!r}; starting from scratch")
     if preset is not None and config is not None:
@@ -382,7 +350,7 @@ def main(
         eval_steps=eval_steps,
         save_strategy="steps",
         save_steps=save_steps,
-        save_total_limit=save_total_limit,
+        save_total_limit=None,  # CompleteCheckpointCallback rotates, after a checkpoint is marked complete
         logging_strategy="steps",
         logging_steps=logging_steps,
         logging_first_step=True,
@@ -443,17 +411,22 @@ def main(
     model.generation_config.pad_token_id = model_config.pad_token_id
     n_params = model.num_parameters()
 
-    trainer = Trainer(
+    trainer = GPTForgeTrainer(
         model=model,
         args=args,
         train_dataset=train_blocks,
         eval_dataset=eval_blocks,
         data_collator=data_lib.causal_lm_collator,
         processing_class=tok,
-        callbacks=[MetricsCallback(metrics_path, tokens_per_example=block_size)],
+        callbacks=[
+            MetricsCallback(metrics_path, tokens_per_example=block_size),
+            CompleteCheckpointCallback(keep=save_total_limit),
+        ],
     )
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
+        for leftover in remove_unfinished(out):  # checkpoints and staged saves a crash cut short
+            print(f"removed {leftover.name}: its save never finished")
         if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not trainer.is_fsdp_enabled:
             # accelerate only shards on accelerators; on CPU the launch silently becomes DDP
             print("note: the accelerate config asks for FSDP, but FSDP is not active on this device; running DDP")
@@ -498,6 +471,9 @@ def main(
         "world_size": args.world_size,
     }
     if trainer.is_world_process_zero():
+        # the figures a model card quotes (`gptforge push`); local paths stay out of a published folder
+        published = {k: v for k, v in summary.items() if k not in ("output_dir", "final_dir")}
+        (final_dir / "training_summary.json").write_text(json.dumps(published, indent=2) + "\n", encoding="utf-8")
         print(
             f"done: step {summary['global_step']}, {summary['tokens_seen']:,} tokens, "
             f"validation loss {summary['eval_loss']:.4f} (perplexity {summary['eval_perplexity']:.2f}); "
@@ -609,4 +585,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         return 130
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0

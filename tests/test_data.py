@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gptforge.scripts import data as data_lib
+from gptforge.scripts.checkpointing import mark_complete
 from gptforge.scripts.evaluate import windows
 from gptforge.scripts.finetune import classification_scores, confusion_matrix
 from gptforge.scripts.pretrain import find_latest_checkpoint, parse_overrides
@@ -256,9 +257,10 @@ def test_find_latest_checkpoint_skips_incomplete(tmp_path):
     for step in (2, 4, 6):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
-        names = ["model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json"]
-        for name in names if step != 6 else names[:2]:  # checkpoint-6: interrupted mid-save
+        for name in ["model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json", "rng_state.pth"]:
             (folder / name).write_text("x")
+        if step != 6:  # checkpoint-6: every file there, but its save never reached the completion marker
+            mark_complete(folder)
     (tmp_path / "checkpoint-10-tmp").mkdir()
     assert find_latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
 

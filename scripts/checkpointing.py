@@ -1,0 +1,180 @@
+"""Checkpoints that survive crashes, and a Trainer that stops on a non-finite loss.
+
+Transformers' `Trainer` writes `checkpoint-N/` file by file. A save killed halfway leaves a folder that
+`resume_from_checkpoint=True` picks and then crashes on, and a checkpoint without its optimizer, scheduler or RNG
+state resumes silently with fresh state. gptforge closes both holes:
+
+- `CompleteCheckpointCallback`: once `Trainer` has written a checkpoint, every file is fsynced and then a marker,
+  `checkpoint_complete.json` (the files and their sizes), is written to a temporary name, fsynced and renamed. A
+  checkpoint counts only with its marker, so one cut short is never chosen. Rotation (`save_total_limit`) happens
+  here too, after the marker, so a complete checkpoint is never deleted before the next one is complete.
+- `find_latest_checkpoint` returns the newest checkpoint with a marker, skipping unfinished ones; `verify_checkpoint`
+  raises `CheckpointError` when that checkpoint lacks the weights, optimizer, scheduler, RNG or trainer state, or a
+  file's size differs from the marker's: resuming with fresh state would be silent data loss.
+- `GPTForgeTrainer.training_step` stops the run on a NaN or infinite loss, before the optimizer step, naming the step
+  and the last good checkpoint (Trainer's logging would average it away or print it as a number).
+"""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+MARKER = "checkpoint_complete.json"
+# What a checkpoint needs to resume exactly (besides the weights and one RNG file per process).
+REQUIRED_STATE = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that claims to be complete cannot be resumed from exactly."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stopped before applying it."""
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, folder) of every `checkpoint-N` folder in `output_dir`, complete or not, by step."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
+    return sorted(found)
+
+
+def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether the checkpoint's save finished (its marker exists); `verify_checkpoint` checks the contents."""
+    return (Path(folder) / MARKER).is_file()
+
+
+def mark_complete(folder: str | os.PathLike) -> Path:
+    """Fsync every file of `folder`, then write its marker atomically (temporary name, fsync, rename)."""
+    folder = Path(folder)
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MARKER and not path.name.startswith(f".{MARKER}"):
+            _fsync(path)
+            files[str(path.relative_to(folder))] = path.stat().st_size
+    temporary = folder / f".{MARKER}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump({"files": files}, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, folder / MARKER)
+    _fsync(folder)
+    return folder / MARKER
+
+
+def verify_checkpoint(folder: str | os.PathLike, world_size: int | None = None) -> None:
+    """Raise `CheckpointError` unless `folder` holds, at the sizes its marker records, everything an exact resume
+    needs: weights, optimizer, scheduler, trainer state and the RNG state of each of `world_size` processes (None:
+    whatever number of processes saved it, at least one)."""
+    folder = Path(folder)
+    try:
+        recorded = json.loads((folder / MARKER).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{folder / MARKER}: unreadable completion marker ({exc})") from exc
+    if world_size is None:
+        saved = sorted(name for name in recorded if re.fullmatch(r"rng_state(_\d+)?\.pth", name))
+        rng = tuple(saved) or ("rng_state.pth",)
+    else:
+        rng = ("rng_state.pth",) if world_size <= 1 else tuple(f"rng_state_{i}.pth" for i in range(world_size))
+    missing = [name for name in (*REQUIRED_STATE, *rng) if name not in recorded]
+    if not any(name in recorded for name in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES))
+    if missing:
+        raise CheckpointError(
+            f"{folder} is missing {', '.join(missing)}: resuming would restart that state from scratch; "
+            "resume from an earlier checkpoint or start over with --overwrite"
+        )
+    for name, size in recorded.items():
+        path = folder / name
+        actual = path.stat().st_size if path.is_file() else None
+        if actual != size:
+            state = "is missing" if actual is None else f"has {actual} bytes, not the {size} written"
+            raise CheckpointError(f"{path} {state}: the checkpoint was damaged after it was saved")
+
+
+def find_latest_checkpoint(output_dir: str | os.PathLike, world_size: int | None = None) -> Path | None:
+    """The newest complete checkpoint in `output_dir` (verified), or None when there is none.
+
+    Checkpoints whose save never finished (no marker: a crash, `kill -9`, a full disk) are skipped. The newest
+    complete one must verify: a damaged one raises `CheckpointError` rather than falling back silently.
+    """
+    for _, folder in reversed(list_checkpoints(output_dir)):
+        if is_complete_checkpoint(folder):
+            verify_checkpoint(folder, world_size)
+            return folder
+    return None
+
+
+def remove_unfinished(output_dir: str | os.PathLike) -> list[Path]:
+    """Delete checkpoint folders without a marker, and staging folders left by interrupted saves."""
+    root = Path(output_dir)
+    removed = [folder for _, folder in list_checkpoints(root) if not is_complete_checkpoint(folder)]
+    if root.is_dir():
+        removed += [p for p in root.iterdir() if p.is_dir() and re.match(r"^\..+\.(saving|old)-", p.name)]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed
+
+
+class CompleteCheckpointCallback(TrainerCallback):
+    """Mark each checkpoint complete once Trainer has written it, then rotate (keep the newest `keep` complete).
+
+    Pass `save_total_limit=None` to `TrainingArguments` and the limit here instead: Trainer's own rotation runs
+    before the marker exists and could delete the last complete checkpoint while the newest is still unmarked.
+    """
+
+    def __init__(self, keep: int | None = None) -> None:
+        self.keep = keep
+
+    def on_save(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every process has written its RNG state
+        if state.is_world_process_zero:
+            mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            complete = [f for _, f in list_checkpoints(args.output_dir) if is_complete_checkpoint(f)]
+            if self.keep is not None and len(complete) > self.keep:
+                for folder in complete[: len(complete) - self.keep]:
+                    shutil.rmtree(folder, ignore_errors=True)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        return control
+
+
+class GPTForgeTrainer(Trainer):
+    """`Trainer` that refuses to train on a non-finite loss (see `NonFiniteLossError`)."""
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # one host sync per micro-batch: negligible next to a training step, and it stops the run before the
+        # optimizer applies NaN gradients to the weights
+        if not torch.isfinite(loss).all():
+            step = self.state.global_step + 1
+            latest = None
+            if self.args.output_dir and Path(self.args.output_dir).is_dir():
+                complete = [f for _, f in list_checkpoints(self.args.output_dir) if is_complete_checkpoint(f)]
+                latest = complete[-1] if complete else None
+            where = f"last good checkpoint: {latest}" if latest else "no checkpoint was saved yet"
+            raise NonFiniteLossError(
+                f"the training loss is {loss.detach().float().mean().item()} at step {step}; stopped before the "
+                f"optimizer step, so the weights are unharmed ({where}). Resume with --resume, perhaps with a lower "
+                "learning rate or a smaller max_grad_norm."
+            )
+        return loss
