@@ -155,3 +155,30 @@ def test_a_new_task_head_may_be_missing(saved, tmp_path):
     classifier = AutoModelForSequenceClassification.from_pretrained(saved, num_labels=3)
     assert isinstance(classifier, GPTForgeForSequenceClassification)
     shutil.rmtree(tmp_path / "model")
+
+
+def test_nothing_in_the_package_unpickles():
+    """Loading goes through safetensors; a `torch.load` anywhere in gptforge must pass weights_only=True."""
+    import ast
+    from pathlib import Path
+
+    import gptforge
+
+    roots = {
+        Path(m.__file__).parent for m in (gptforge, gptforge.configuration, gptforge.modeling, gptforge.tokenization)
+    }
+    import gptforge.scripts
+
+    roots.add(Path(gptforge.scripts.__file__).parent)
+    files = [path for root in roots for path in root.glob("*.py")]
+    assert len(files) > 15
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not {"pickle", "dill", "cloudpickle"} & {n.split(".")[0] for n in names}, f"{path}: {names}"
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "load":
+                owner = getattr(node.func.value, "id", None)
+                if owner == "torch":
+                    flags = {k.arg: getattr(k.value, "value", None) for k in node.keywords}
+                    assert flags.get("weights_only") is True, f"{path}:{node.lineno} torch.load without weights_only"
