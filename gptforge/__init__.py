@@ -33,6 +33,22 @@ AutoModelForSequenceClassification.register(GPTForgeConfig, GPTForgeForSequenceC
 AutoModelForTokenClassification.register(GPTForgeConfig, GPTForgeForTokenClassification)
 AutoTokenizer.register(GPTForgeConfig, tokenizer_class=GPTForgeTokenizer)
 
+
+def _register_with_peft() -> None:
+    """PEFT picks default target modules by model_type. gptforge's parameter names are Llama's, so it gets Llama's
+    defaults (LoRA: q_proj, v_proj) and `LoraConfig(task_type="CAUSAL_LM")` works without listing modules."""
+    try:
+        from peft.utils import constants
+    except ImportError:  # PEFT is optional at run time
+        return
+    for name in dir(constants):
+        mapping = getattr(constants, name)
+        if name.startswith("TRANSFORMERS_MODELS_TO_") and isinstance(mapping, dict) and "llama" in mapping:
+            mapping.setdefault(GPTForgeConfig.model_type, mapping["llama"])
+
+
+_register_with_peft()
+
 __all__ = [
     "PRESETS",
     "GPTForgeConfig",
