@@ -391,6 +391,21 @@ def with_validation_split(
     return datasets.DatasetDict({"train": dataset["train"], "validation": dataset["validation"]})
 
 
+def load_texts(
+    data: str | os.PathLike | None,
+    text_column: str,
+    *,
+    label_column: str | None = None,
+    **source_kwargs: Any,
+) -> datasets.DatasetDict:
+    """`load_source`, then the checks every subcommand needs before tokenising: the columns exist, and no split is
+    empty once rows without text (or label) are dropped."""
+    raw = load_source(data, **source_kwargs)
+    source = describe_source(data)
+    require_columns(raw, [text_column] + ([label_column] if label_column else []), source)
+    return drop_empty(raw, text_column, source, label_column=label_column)
+
+
 def require_columns(dataset: datasets.DatasetDict, columns: list[str], source: str) -> None:
     """`ValueError` naming the missing column and listing the ones that exist."""
     for split, part in dataset.items():

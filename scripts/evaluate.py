@@ -76,8 +76,9 @@ def main(
         raise ValueError(f"stride must be in (0, block_size={block_size}], got {stride}")
 
     source = data_lib.describe_source(data)
-    raw = data_lib.load_source(
+    raw = data_lib.load_texts(
         data,
+        text_column,
         data_config=data_config,
         validation_split=validation_split,
         sample_by=sample_by,
@@ -87,8 +88,6 @@ def main(
     )
     if split not in raw:
         raise ValueError(f"no {split!r} split in {source}; splits: {sorted(raw)}")
-    data_lib.require_columns(raw, [text_column], source)
-    raw = data_lib.drop_empty(raw, text_column, source)
     texts = list(data_lib.subsample(raw[split], max_documents, seed)[text_column])
 
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []

@@ -298,8 +298,9 @@ def main(
                 raw, tokenizer, label_names, length, text_column, label_column, num_proc=num_proc
             )
         else:
-            raw = data_lib.load_source(
+            raw = data_lib.load_texts(
                 data,
+                text_column,
                 data_config=data_config,
                 validation_split=validation_split,
                 sample_by=sample_by,
@@ -307,8 +308,6 @@ def main(
                 cache_dir=cache_dir,
                 max_files=max_files,
             )
-            data_lib.require_columns(raw, [text_column], source)
-            raw = data_lib.drop_empty(raw, text_column, source)
             label_names = []
             encoded = data_lib.pack_for_causal_lm(
                 raw, tokenizer, length, text_column, num_proc=num_proc, source=source

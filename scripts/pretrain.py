@@ -371,8 +371,9 @@ def main(
     # then read its files and the `datasets` cache instead of racing it.
     with args.main_process_first(desc="data and tokenizer"):
         # --- data ---
-        raw = data_lib.load_source(
+        raw = data_lib.load_texts(
             data,
+            text_column,
             data_config=data_config,
             validation_split=validation_split,
             sample_by=sample_by,
@@ -380,8 +381,6 @@ def main(
             cache_dir=cache_dir,
             max_files=max_files,
         )
-        data_lib.require_columns(raw, [text_column], source)
-        raw = data_lib.drop_empty(raw, text_column, source)
 
         # --- tokenizer: given, reused from an earlier run of this folder, or trained now ---
         if resume_from is not None and (resume_from / "tokenizer.json").is_file():

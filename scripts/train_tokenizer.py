@@ -43,8 +43,9 @@ def main(
     turns a context length in tokens into one in text.
     """
     source = data_lib.describe_source(data)
-    raw = data_lib.load_source(
+    raw = data_lib.load_texts(
         data,
+        text_column,
         data_config=data_config,
         validation_split=validation_split,
         sample_by=sample_by,
@@ -52,8 +53,6 @@ def main(
         cache_dir=cache_dir,
         max_files=max_files,
     )
-    data_lib.require_columns(raw, [text_column], source)
-    raw = data_lib.drop_empty(raw, text_column, source)
     tokenizer = train_tokenizer(
         raw["train"],
         vocab_size,
