@@ -213,6 +213,11 @@ class GPTForgeConfig(PreTrainedConfig):
     # variance does not grow with depth.
     scale_residual_init: bool = False
 
+    # --- performance ---
+    # rows per chunk of the chunked LM head + loss used in training (full-vocabulary logits never exist at once);
+    # None: automatic (~16 MiB of fp32 logits per chunk), 0: always the plain head and loss
+    loss_chunk_size: int | None = None
+
     # --- generation / tokens ---
     use_cache: bool = True
     pad_token_id: int | None = None
@@ -295,6 +300,10 @@ class GPTForgeConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}")
+        if self.loss_chunk_size is not None and self.loss_chunk_size < 0:
+            raise ValueError(
+                f"loss_chunk_size must be None, 0 or positive, got loss_chunk_size={self.loss_chunk_size}"
+            )
         if self.initializer_range < 0:
             raise ValueError(f"initializer_range must be >= 0, got initializer_range={self.initializer_range!r}")
 

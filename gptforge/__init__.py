@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from .configuration import PRESETS, GPTForgeConfig
+from .generation import cpu_compile_config
 from .modeling import (
     GPTForgeForCausalLM,
     GPTForgeForSequenceClassification,
@@ -61,5 +62,6 @@ __all__ = [
     "from_transformers",
     "to_transformers",
     "train_tokenizer",
+    "cpu_compile_config",
     "__version__",
 ]

@@ -11,7 +11,10 @@ vanilla GPT (nanoGPT's `model.py`):
   cache through `Cache` objects, and outputs through `modeling_outputs`, so `generate`, static caches and
   `torch.compile` behave as with a native model;
 - forward accepts the cache as `cache=` (what Transformers 5.24's `generate` passes) and as `past_key_values=`;
-- without explicit `position_ids`, a 2D attention mask sets them (left padding keeps learned positions right).
+- without explicit `position_ids`, a 2D attention mask sets them (left padding keeps learned positions right);
+- training with `labels` runs the LM head and the loss in row chunks (`ChunkedLinearCrossEntropy`: the same loss and
+  gradients without full-vocabulary logits, which are then not returned); unpadded inputs skip the attention mask so
+  SDPA takes its causal kernel (tests/test_fused_paths.py holds each fast path to the plain one).
 """
 
 import math
@@ -27,6 +30,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
+from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -57,6 +61,9 @@ class GPTForgeRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if hidden_states.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # one op instead of six, and bit-for-bit the same numbers in fp32 (tests/test_fused_paths.py)
+            return nn.functional.rms_norm(hidden_states, self.weight.shape, self.weight, self.variance_epsilon)
         input_dtype = hidden_states.dtype
         hidden_states = hidden_states.to(torch.float32)
         variance = hidden_states.pow(2).mean(-1, keepdim=True)
@@ -105,9 +112,12 @@ class GPTForgeRotaryEmbedding(nn.Module):
         # fp32 angles whatever the model dtype: bf16 positions lose integer precision above 256
         freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)  # (B, T, hd/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
-        cos = emb.cos() * self.attention_scaling
-        sin = emb.sin() * self.attention_scaling
-        return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
+        cos, sin = emb.cos(), emb.sin()
+        if self.attention_scaling != 1.0:  # skipped when it is 1: the same numbers, two kernels fewer per forward
+            cos, sin = cos * self.attention_scaling, sin * self.attention_scaling
+        if x.dtype != torch.float32:
+            cos, sin = cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
+        return cos, sin
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -258,13 +268,19 @@ class GPTForgeDecoderLayer(GradientCheckpointingLayer):
         attn_output, attn_weights = self.self_attn(
             attn_input, position_embeddings=position_embeddings, attention_mask=attention_mask, cache=cache, **kwargs
         )
-        hidden_states = hidden_states + self.dropout(attn_output)
+        hidden_states = hidden_states + self.residual_dropout(attn_output)
         if self.pre_norm:
-            hidden_states = hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
+            mlp_output = self.mlp(self.post_attention_layernorm(hidden_states))
+            hidden_states = hidden_states + self.residual_dropout(mlp_output)
         else:
             hidden_states = self.input_layernorm(hidden_states)
-            hidden_states = self.post_attention_layernorm(hidden_states + self.dropout(self.mlp(hidden_states)))
+            mlp_output = self.mlp(hidden_states)
+            hidden_states = self.post_attention_layernorm(hidden_states + self.residual_dropout(mlp_output))
         return hidden_states, attn_weights
+
+    def residual_dropout(self, x: torch.Tensor) -> torch.Tensor:
+        # skipping the call when it is the identity saves a module call per branch in every decode step
+        return self.dropout(x) if self.training and self.dropout.p > 0 else x
 
 
 def unreadable_safetensors(folder) -> str:
@@ -488,8 +504,14 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         seq_len = inputs_embeds.shape[1]
+        # No padding (no mask, or an all-ones 2D one: one host read) is the usual case in training and decoding; it
+        # lets positions be a plain range and, below, SDPA run without a mask.
+        no_padding = attention_mask is None or (
+            attention_mask.dim() == 2 and not torch.compiler.is_compiling() and bool(attention_mask.all())
+        )
+        past_seen = None  # set when the positions are numbered here
         if position_ids is None:
-            if attention_mask is not None and attention_mask.dim() == 2:
+            if attention_mask is not None and attention_mask.dim() == 2 and not no_padding:
                 # count only real tokens, so a left-padded row gets the positions it would have alone
                 position_ids = attention_mask.long().cumsum(-1) - 1
                 position_ids = position_ids.masked_fill(attention_mask == 0, 0)[:, -seq_len:]
@@ -502,12 +524,24 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         hidden_states = inputs_embeds
         if self.config.position_embedding_type == "learned":
             hidden_states = hidden_states + self.embed_positions(position_ids)
-        hidden_states = self.embed_dropout(hidden_states)
+        if self.training and self.embed_dropout.p > 0:
+            hidden_states = self.embed_dropout(hidden_states)
         position_embeddings = None
         if self.config.position_embedding_type == "rope":
             position_embeddings = self.rotary_emb(hidden_states, position_ids)
 
-        if self.config.is_causal:
+        if (
+            no_padding
+            and past_seen is not None
+            and (cache is None or type(cache) is DynamicCache)
+            and (past_seen == 0 or seq_len == 1)
+            and self.config.is_causal
+            and self.config._attn_implementation == "sdpa"
+        ):
+            # A causal prefill or a one-token step over an unpadded, growing cache: `create_causal_mask` returns None
+            # here too (SDPA then uses its `is_causal` kernel), after ~20 us of Python per forward.
+            mask = None
+        elif self.config.is_causal:
             mask = create_causal_mask(
                 config=self.config,
                 inputs_embeds=inputs_embeds,
@@ -543,9 +577,102 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+# Rows per chunk of the chunked LM-head loss: about LOSS_CHUNK_ELEMENTS fp32 logits (16 MiB) per chunk, so the full
+# (tokens, vocab) logits never exist, but at least LOSS_CHUNK_MIN_ROWS rows, because each chunk also reads and writes
+# the whole (vocab, hidden) weight gradient and thin matmuls are slow (measured on CPU: at vocab 50257, 83-row chunks
+# cost 9% of a training step, 128-row chunks nothing; at vocab 8192, 512-row chunks beat 256 and 1024).
+LOSS_CHUNK_ELEMENTS = 2**22
+LOSS_CHUNK_MIN_ROWS = 128
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """`cross_entropy(hidden @ weight.T, targets, reduction="sum") / divisor`, without ever holding the full logits.
+
+    Rows go `chunk_rows` at a time: each chunk's logits are projected, reduced to its share of the loss and turned
+    straight into its share of both gradients (softmax minus one-hot, divided by `divisor`), so forward already knows
+    the gradients and backward only scales them. Peak memory holds one (chunk_rows, vocab) block instead of the
+    (tokens, vocab) logits, their log-softmax and their gradient; the matmul FLOPs are the plain path's. Logits are
+    reduced in fp32 whatever the weight dtype, as Transformers' `ForCausalLMLoss` does.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows):
+        # hidden (N, d), weight (V, d), targets (N,) already shifted, divisor a 0-dim tensor
+        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        divisor = divisor.to(device=hidden.device, dtype=torch.float32)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        grad_weight = None  # (V, d) fp32, created by the first chunk's matmul (no zero fill)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            chunk_hidden, chunk_targets = hidden[rows], targets[rows]
+            logits = torch.mm(chunk_hidden, weight.t()).float()  # (n, V): the only vocabulary-sized buffer
+            valid = chunk_targets != ignore_index
+            chunk_targets = chunk_targets.masked_fill(~valid, 0)
+            target_logits = logits.gather(1, chunk_targets[:, None]).squeeze(1)
+            row_max = logits.amax(dim=-1)
+            exp = logits.sub_(row_max[:, None]).exp_()  # in place: logits are not needed past this point
+            sum_exp = exp.sum(dim=-1)
+            total += torch.where(valid, row_max + sum_exp.log() - target_logits, 0.0).sum()
+            if want_hidden or want_weight:
+                row_scale = valid / divisor  # ignored rows get no gradient
+                grad_logits = exp.mul_((row_scale / sum_exp)[:, None])  # softmax / divisor
+                grad_logits.scatter_add_(1, chunk_targets[:, None], -row_scale[:, None])  # minus the one-hot target
+                grad_logits = grad_logits.to(weight.dtype)
+                if want_hidden:
+                    torch.mm(grad_logits, weight, out=grad_hidden[rows])
+                if want_weight and grad_weight is None:
+                    grad_weight = torch.mm(grad_logits.t(), chunk_hidden).float()
+                elif want_weight and grad_weight.dtype == chunk_hidden.dtype:
+                    grad_weight.addmm_(grad_logits.t(), chunk_hidden)
+                elif want_weight:  # bf16/fp16 weights: accumulate the chunks in fp32
+                    grad_weight += torch.mm(grad_logits.t(), chunk_hidden)
+        ctx.grads = (grad_hidden, grad_weight.to(weight.dtype) if grad_weight is not None else None)
+        return total / divisor
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.grads
+        del ctx.grads
+        # `loss.backward()` sends exactly 1: skip a pass over the (vocab, hidden) gradient then (free check on CPU)
+        if grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
+            grad_hidden = grad_hidden * grad_loss if grad_hidden is not None else None
+            grad_weight = grad_weight * grad_loss if grad_weight is not None else None
+        return grad_hidden, grad_weight, None, None, None, None
+
+
+def chunked_causal_lm_loss(
+    hidden_states: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.Tensor | None = None,
+    chunk_rows: int | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """Transformers' `ForCausalLMLoss(hidden_states @ weight.T, labels, ...)`, the same semantics (labels shifted left
+    with `ignore_index` padding, or `shift_labels` as given; sum / `num_items_in_batch`, else the mean over counted
+    tokens) through `ChunkedLinearCrossEntropy`."""
+    if shift_labels is None:
+        shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    targets = shift_labels.reshape(-1).to(hidden.device)
+    if num_items_in_batch is None:
+        num_items_in_batch = (targets != ignore_index).sum()
+    divisor = torch.as_tensor(num_items_in_batch, device=hidden.device)
+    chunk_rows = chunk_rows or max(LOSS_CHUNK_MIN_ROWS, LOSS_CHUNK_ELEMENTS // weight.shape[0])
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, divisor, ignore_index, chunk_rows)
+
+
 class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
     """Trunk + language-model head; `labels` give the shifted next-token loss through Transformers' loss function
-    (so `num_items_in_batch` from the Trainer normalises gradient accumulation correctly)."""
+    (so `num_items_in_batch` from the Trainer normalises gradient accumulation correctly).
+
+    NOTE while training (`model.train()`, gradients enabled) with `labels`, the head and the loss run chunked
+    (`chunked_causal_lm_loss`): full-vocabulary logits never exist, and the returned `logits` is None. Evaluation
+    (`model.eval()`, or `torch.no_grad()`) keeps the plain path and returns logits. `config.loss_chunk_size` sets the
+    rows per chunk (None: automatic, 0: always the plain path)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
@@ -557,6 +684,21 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    def _can_chunk_loss(self) -> bool:
+        """The chunked loss reads `lm_head.weight` directly, so it is only taken when that is all the head does: a
+        plain `nn.Linear` without hooks (not wrapped by PEFT, FSDP or tensor parallelism), the standard causal-LM loss,
+        and no `torch.compile` tracing (compiled models keep the plain, traceable path)."""
+        head = self.lm_head
+        return (
+            self.config.loss_chunk_size != 0
+            and type(head) is nn.Linear
+            and head.bias is None
+            and type(head.weight) is nn.Parameter
+            and not (head._forward_hooks or head._forward_pre_hooks)
+            and self.loss_function is ForCausalLMLoss
+            and not torch.compiler.is_compiling()
+        )
 
     def forward(
         self,
@@ -593,17 +735,24 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
                 f"labels has shape {tuple(labels.shape)}; expected one label per input token, shape "
                 f"{tuple(hidden_states.shape[:2])} (the model shifts them itself; use -100 to ignore a position)"
             )
-        # generate asks for the last position only: project just that onto the (large) vocabulary
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])
-
-        loss = None
+        loss = logits = None
         if labels is not None:
             if kwargs.get("num_items_in_batch") is None:
                 # sum / count instead of a mean: the same value, but 0 (not NaN) when every label is -100; counted
                 # on the device, so no host sync
-                kwargs["num_items_in_batch"] = (labels[:, 1:] != -100).sum().clamp(min=1)
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+                ignore_index = kwargs.get("ignore_index", -100)
+                targets = kwargs["shift_labels"] if kwargs.get("shift_labels") is not None else labels[:, 1:]
+                kwargs["num_items_in_batch"] = (targets != ignore_index).sum().clamp(min=1)
+            all_positions = isinstance(logits_to_keep, int) and logits_to_keep == 0
+            if self.training and torch.is_grad_enabled() and all_positions and self._can_chunk_loss():
+                rows = self.config.loss_chunk_size
+                loss = chunked_causal_lm_loss(hidden_states, self.lm_head.weight, labels, chunk_rows=rows, **kwargs)
+        if loss is None:
+            # generate asks for the last position only: project just that onto the (large) vocabulary
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, keep, :])
+            if labels is not None:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
         output = CausalLMOutputWithPast(
             loss=loss,

@@ -113,3 +113,23 @@ def test_pipeline_text_generation_from_a_folder(tmp_path):
     result = generator("def main(", max_new_tokens=8, do_sample=False)
     text = result[0]["generated_text"]
     assert text.startswith("def main(") and len(text) > len("def main(")
+
+
+def test_cpu_compile_config_turns_on_compiled_decoding_off_gpu():
+    from gptforge import cpu_compile_config
+
+    config = cpu_compile_config()
+    assert config._compile_all_devices is True and config.fullgraph and config.mode is None
+    assert cpu_compile_config(fullgraph=False).fullgraph is False
+
+
+@pytest.mark.slow
+def test_compiled_static_cache_decoding_equals_eager(llama_pair):
+    from gptforge import cpu_compile_config
+
+    _, model = llama_pair
+    prompt = torch.randint(2, 127, (1, 8))
+    kwargs = dict(max_new_tokens=12, do_sample=False, eos_token_id=None, cache_implementation="static")
+    eager = model.generate(prompt, **kwargs)
+    compiled = model.generate(prompt, compile_config=cpu_compile_config(), **kwargs)
+    assert torch.equal(compiled, eager)

@@ -182,3 +182,13 @@ def test_nothing_in_the_package_unpickles():
                 if owner == "torch":
                     flags = {k.arg: getattr(k.value, "value", None) for k in node.keywords}
                     assert flags.get("weights_only") is True, f"{path}:{node.lineno} torch.load without weights_only"
+
+
+def test_default_normaliser_counts_shift_labels_when_given():
+    model = GPTForgeForCausalLM(arch_config("llama")).eval()
+    ids = torch.randint(0, 128, (2, 6))
+    shift = torch.full((2, 6), -100)
+    shift[0, :3] = ids[0, 1:4]  # three counted targets, wherever labels would have said otherwise
+    logits = model(ids).logits
+    expected = torch.nn.functional.cross_entropy(logits[0, :3], shift[0, :3])
+    torch.testing.assert_close(model(ids, labels=ids, shift_labels=shift).loss, expected)

@@ -1,0 +1,157 @@
+"""Every fast path of the model against the plain path it replaces: the chunked LM-head loss (loss and every
+gradient), the one-op RMSNorm, and the mask-free SDPA path for unpadded inputs."""
+
+import pytest
+import torch
+from _helpers import arch_config
+from torch import nn
+from transformers import DynamicCache
+from transformers.loss.loss_utils import ForCausalLMLoss
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+from gptforge import GPTForgeForCausalLM
+from gptforge.modeling.modeling_gptforge import GPTForgeRMSNorm, chunked_causal_lm_loss
+
+# fp32 sums in a different order: ulp-level differences on O(1) values
+LOSS_TOL = dict(atol=1e-6, rtol=1e-6)
+GRAD_TOL = dict(atol=1e-7, rtol=1e-5)
+
+
+def loss_and_grads(model: nn.Module, chunk_size: int | None, **inputs) -> tuple[torch.Tensor, dict, object]:
+    model.config.loss_chunk_size = chunk_size
+    model.zero_grad(set_to_none=True)
+    out = model(**inputs)
+    out.loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return out.loss.detach(), grads, out
+
+
+def assert_same_training_signal(model: nn.Module, chunk_size: int | None, **inputs) -> None:
+    model.train()
+    ref_loss, ref_grads, ref_out = loss_and_grads(model, 0, **inputs)  # 0: the plain path
+    loss, grads, out = loss_and_grads(model, chunk_size, **inputs)
+    assert ref_out.logits is not None and out.logits is None  # the chunked path really ran
+    torch.testing.assert_close(loss, ref_loss, **LOSS_TOL)
+    assert grads.keys() == ref_grads.keys()
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], **GRAD_TOL, msg=name)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # untied and tied (lm_head is the embedding) heads
+@pytest.mark.parametrize("chunk_size", [None, 7, 48])  # automatic (one chunk here), uneven, exact split
+def test_chunked_loss_gives_the_plain_loss_and_gradients(arch, chunk_size):
+    model = GPTForgeForCausalLM(arch_config(arch, vocab_size=257))
+    ids = torch.randint(0, 257, (3, 16))
+    labels = ids.clone()
+    labels[0, :5] = -100  # ignored positions, as a prompt mask makes them
+    assert_same_training_signal(model, chunk_size, input_ids=ids, labels=labels)
+
+
+def test_chunked_loss_honours_num_items_in_batch_and_shift_labels():
+    """Gradient accumulation (`num_items_in_batch`, int or tensor) and pre-shifted labels, as Trainer passes them."""
+    model = GPTForgeForCausalLM(arch_config("llama", vocab_size=200))
+    ids = torch.randint(0, 200, (2, 12))
+    shift = torch.randint(0, 200, (2, 12))
+    shift[1, 3:] = -100
+    for kwargs in (dict(num_items_in_batch=40), dict(num_items_in_batch=torch.tensor(40)), dict(shift_labels=shift)):
+        assert_same_training_signal(model, 5, input_ids=ids, labels=ids, **kwargs)
+
+
+def test_chunked_loss_function_equals_transformers_loss_for_every_option():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 9, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    labels = torch.randint(0, 50, (2, 9))
+    labels[1, :4] = 7
+    for kwargs in (dict(), dict(num_items_in_batch=11), dict(ignore_index=7), dict(shift_labels=labels.flip(1))):
+        reference = ForCausalLMLoss(hidden @ weight.T, labels, vocab_size=50, **kwargs)
+        ref_grads = torch.autograd.grad(reference, (hidden, weight))
+        chunked = chunked_causal_lm_loss(hidden, weight, labels, chunk_rows=4, **kwargs)
+        grads = torch.autograd.grad(chunked, (hidden, weight))
+        torch.testing.assert_close(chunked, reference, **LOSS_TOL)
+        for got, expected in zip(grads, ref_grads, strict=True):
+            torch.testing.assert_close(got, expected, **GRAD_TOL)
+
+
+def test_chunked_loss_scales_its_gradients_by_the_incoming_gradient():
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 6, 8, requires_grad=True)
+    weight = torch.randn(30, 8, requires_grad=True)
+    labels = torch.randint(0, 30, (1, 6))
+    once = torch.autograd.grad(chunked_causal_lm_loss(hidden, weight, labels, chunk_rows=2), (hidden, weight))
+    scaled = torch.autograd.grad(2.5 * chunked_causal_lm_loss(hidden, weight, labels, chunk_rows=2), (hidden, weight))
+    for a, b in zip(once, scaled, strict=True):
+        torch.testing.assert_close(b, 2.5 * a)
+
+
+def test_chunked_loss_frozen_head_or_frozen_trunk():
+    """Only the gradients that are asked for are computed (LoRA freezes the head; a probe freezes the trunk)."""
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 5, 8, requires_grad=True)
+    weight = torch.randn(20, 8, requires_grad=True)
+    labels = torch.randint(0, 20, (1, 5))
+    (grad_hidden,) = torch.autograd.grad(chunked_causal_lm_loss(hidden, weight.detach(), labels, chunk_rows=2), hidden)
+    (expected,) = torch.autograd.grad(ForCausalLMLoss(hidden @ weight.detach().T, labels, vocab_size=20), hidden)
+    torch.testing.assert_close(grad_hidden, expected, **GRAD_TOL)
+    (grad_weight,) = torch.autograd.grad(chunked_causal_lm_loss(hidden.detach(), weight, labels, chunk_rows=2), weight)
+    (expected,) = torch.autograd.grad(ForCausalLMLoss(hidden.detach() @ weight.T, labels, vocab_size=20), weight)
+    torch.testing.assert_close(grad_weight, expected, **GRAD_TOL)
+
+
+def test_logits_are_kept_where_they_are_needed():
+    model = GPTForgeForCausalLM(arch_config("llama"))
+    ids = torch.randint(0, 128, (2, 10))
+    assert model.train()(input_ids=ids, labels=ids).logits is None
+    with torch.no_grad():  # evaluation inside a training loop
+        assert model(input_ids=ids, labels=ids).logits is not None
+    eval_out = model.eval()(input_ids=ids, labels=ids)  # Trainer.evaluate: logits for metrics
+    train_loss = model.train()(input_ids=ids, labels=ids).loss
+    assert eval_out.logits.shape == (2, 10, 128)
+    torch.testing.assert_close(eval_out.loss, train_loss, **LOSS_TOL)
+
+
+def test_wrapped_or_hooked_head_keeps_the_plain_path():
+    """A hook (or a PEFT/FSDP wrapper) may change what lm_head computes; the chunked path must not bypass it."""
+    model = GPTForgeForCausalLM(arch_config("llama")).train()
+    ids = torch.randint(0, 128, (2, 10))
+    handle = model.lm_head.register_forward_hook(lambda module, args, output: output * 2)
+    out = model(input_ids=ids, labels=ids)
+    assert out.logits is not None
+    expected = ForCausalLMLoss(out.logits, ids, vocab_size=128, num_items_in_batch=(ids[:, 1:] != -100).sum())
+    torch.testing.assert_close(out.loss, expected)
+    handle.remove()
+    assert model(input_ids=ids, labels=ids).logits is None
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 64), (3, 7, 64), (2, 5, 33)])
+def test_fp32_rmsnorm_is_bitwise_llamas(shape):
+    torch.manual_seed(0)
+    ours, llama = GPTForgeRMSNorm(shape[-1], eps=1e-5), LlamaRMSNorm(shape[-1], eps=1e-5)
+    with torch.no_grad():
+        ours.weight.normal_()
+        llama.weight.copy_(ours.weight)
+    x = torch.randn(shape) * 3
+    assert torch.equal(ours(x), llama(x))
+    x.requires_grad_(True)
+    grad = torch.randn(shape)
+    (ours_grad,) = torch.autograd.grad(ours(x), x, grad)
+    (llama_grad,) = torch.autograd.grad(llama(x), x, grad)
+    torch.testing.assert_close(ours_grad, llama_grad, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_unpadded_inputs_skip_the_mask_with_the_same_result(arch):
+    """No mask, an all-ones mask (both mask-free) and explicit positions (the `create_causal_mask` path) agree."""
+    model = GPTForgeForCausalLM(arch_config(arch)).eval()
+    ids = torch.randint(0, 128, (2, 12))
+    positions = torch.arange(12).expand(2, -1)
+    with torch.no_grad():
+        plain = model(input_ids=ids, position_ids=positions).logits
+        assert torch.equal(model(input_ids=ids).logits, plain)
+        assert torch.equal(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits, plain)
+        # a growing cache, one token at a time, mask-free too
+        cache = DynamicCache(config=model.config)
+        steps = [model(input_ids=ids[:, :5], cache=cache).logits]
+        for t in range(5, 12):
+            steps.append(model(input_ids=ids[:, t : t + 1], attention_mask=torch.ones(2, t + 1), cache=cache).logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), plain, atol=1e-5, rtol=1e-5)
