@@ -14,6 +14,7 @@ from gptforge import GPTForgeForCausalLM, GPTForgeForSequenceClassification, GPT
 LOAD_IN_NEW_PROCESS = """
 import sys, torch, gptforge
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+torch.set_num_threads(1)  # as the test process (conftest): the same kernels, so logits compare bit for bit
 folder, kind = sys.argv[1], sys.argv[2]
 cls = AutoModelForCausalLM if kind == "lm" else AutoModelForSequenceClassification
 model = cls.from_pretrained(folder).eval()
