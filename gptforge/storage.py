@@ -29,7 +29,8 @@ def _is_weights(name: str) -> bool:
     return name.startswith(_WEIGHT_PREFIXES)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's or a folder's data to disk (a folder's: its entries, so a rename in it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -83,7 +84,7 @@ def atomic_folder(target: str | os.PathLike, *, carry_over: bool = True) -> Iter
             if path.is_symlink():
                 continue
             path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-            _fsync(path)
+            fsync_path(path)
         old = None
         if target.exists():
             folders = _carry_over(target, staging) if carry_over else []
@@ -91,7 +92,7 @@ def atomic_folder(target: str | os.PathLike, *, carry_over: bool = True) -> Iter
             old.rmdir()
             target.rename(old)
         staging.rename(target)
-        _fsync(target.parent)
+        fsync_path(target.parent)
         if old is not None:
             if carry_over:
                 for folder in folders:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
+from ..storage import fsync_path
+
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 MARKER = "checkpoint_complete.json"
 # What a checkpoint needs to resume exactly (besides the weights and one RNG file per process).
@@ -38,14 +40,6 @@ class CheckpointError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stopped before applying it."""
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -68,7 +62,7 @@ def mark_complete(folder: str | os.PathLike) -> Path:
     files = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.name != MARKER and not path.name.startswith(f".{MARKER}"):
-            _fsync(path)
+            fsync_path(path)
             files[str(path.relative_to(folder))] = path.stat().st_size
     temporary = folder / f".{MARKER}.tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
@@ -76,7 +70,7 @@ def mark_complete(folder: str | os.PathLike) -> Path:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, folder / MARKER)
-    _fsync(folder)
+    fsync_path(folder)
     return folder / MARKER
 
 
