@@ -192,3 +192,14 @@ def test_default_normaliser_counts_shift_labels_when_given():
     logits = model(ids).logits
     expected = torch.nn.functional.cross_entropy(logits[0, :3], shift[0, :3])
     torch.testing.assert_close(model(ids, labels=ids, shift_labels=shift).loss, expected)
+
+
+def test_tokenizer_json_that_is_not_json_names_the_file(tmp_path):
+    from transformers import AutoTokenizer
+
+    from gptforge import train_tokenizer
+
+    train_tokenizer(["def f(x):\n    return x + 1\n"] * 50, vocab_size=300).save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'tokenizer.json'}: not valid JSON \(Expecting property name"):
+        AutoTokenizer.from_pretrained(tmp_path)

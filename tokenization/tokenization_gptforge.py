@@ -5,6 +5,7 @@ the standard library, `tokenizers` and `transformers` (never `gptforge`).
 """
 
 import copy
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -104,6 +105,20 @@ def _check_text_arguments(names: Sequence[str], args: tuple, kwargs: dict[str, A
     for name in names:
         if kwargs.get(name) is not None:
             check_text_input(kwargs[name], name)
+
+
+def _invalid_json_file(folder: str) -> str:
+    """Which of the folder's tokenizer files failed to parse (the Rust reader checks tokenizer.json)."""
+    path = os.path.join(folder, TOKENIZER_FILES[0])
+    if os.path.isfile(path):
+        try:
+            Tokenizer.from_file(path)
+        except Exception:
+            return path
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return folder
 
 
 class GPTForgeTokenizer(TokenizersBackend):
@@ -214,7 +229,10 @@ class GPTForgeTokenizer(TokenizersBackend):
                     f"No tokenizer files in {os.path.abspath(folder)!r}: looked for {' or '.join(TOKENIZER_FILES)}, "
                     f"or {' + '.join(GPT2_VOCAB_FILES)} (found: {sorted(os.listdir(folder)) or 'nothing'})."
                 )
-        return super().from_pretrained(pretrained_model_name_or_path, *init_inputs, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *init_inputs, **kwargs)
+        except json.JSONDecodeError as exc:  # the base class reads the files with json.load, which names no file
+            raise ValueError(f"{_invalid_json_file(folder)}: not valid JSON ({exc})") from exc
 
     # The three public entry points that reach the Rust backend validate their text first (see `check_text_input`).
     # They keep the base signatures by forwarding *args/**kwargs untouched.
