@@ -6,7 +6,8 @@ The model comes from a preset (`--preset tiny`), a config JSON (`--config cfg.js
 is the Python standard library of the running interpreter.
 
 Output layout:
-    OUT/checkpoint-N/    model, tokenizer, optimizer, scheduler, RNG and trainer state (what --resume reads)
+    OUT/checkpoint-N/    model, tokenizer, optimizer, scheduler, RNG and trainer state, and the completion marker
+                         written last (`checkpointing.py`): --resume reads only marked, verified checkpoints
     OUT/final/           model + tokenizer: AutoModelForCausalLM / AutoTokenizer.from_pretrained("OUT/final")
     OUT/metrics.jsonl    one JSON object per log/eval: step, tokens seen, loss, lr, eval loss and perplexity
     OUT/loss.png         train and validation loss against tokens seen
@@ -19,7 +20,8 @@ Usage:
     torchrun --nproc_per_node 2 -m gptforge.scripts.cli pretrain --out runs/ddp ...
     accelerate launch --config_file scripts/accelerate_fsdp.yaml -m gptforge.scripts.cli pretrain --out runs/fsdp ...
 
-Ctrl-C stops training; the last complete checkpoint stays usable by `--resume`.
+Ctrl-C or a crash stops training; the last complete checkpoint stays usable by `--resume`, and a NaN or infinite
+loss stops the run before the optimizer applies it.
 """
 
 import argparse
