@@ -596,8 +596,21 @@ def add_data_arguments(parser: argparse.ArgumentParser, label_column: bool = Fal
     parser.add_argument("--cache-dir", default=None, help="datasets cache folder (default: the datasets default)")
 
 
+# every keyword `add_data_arguments` may add, as the subcommands' `main` functions name them
+_DATA_KEYWORDS = (
+    "data", "data_config", "text_column", "label_column", "sample_by", "validation_split", "max_files", "num_proc",
+    "cache_dir",
+)  # fmt: skip
+
+
+def data_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags `add_data_arguments` added to a parser, as keyword arguments for the subcommand's `main`."""
+    return {name: getattr(args, name) for name in _DATA_KEYWORDS if hasattr(args, name)}
+
+
 __all__ = [
     "add_data_arguments",
+    "data_arguments",
     "TEXT_COLUMN",
     "LABEL_COLUMN",
     "causal_lm_collator",

@@ -157,18 +157,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     main(
         args.model,
-        data=args.data,
-        data_config=args.data_config,
-        text_column=args.text_column,
-        sample_by=args.sample_by,
-        validation_split=args.validation_split,
-        max_files=args.max_files,
+        **data_lib.data_arguments(args),
         split=args.split,
         block_size=args.block_size,
         stride=args.stride,
         batch_size=args.batch_size,
         max_documents=args.max_documents,
         seed=args.seed,
-        cache_dir=args.cache_dir,
     )
     return 0

@@ -472,13 +472,7 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         args.output_dir,
         task=args.task,
-        data=args.data,
-        data_config=args.data_config,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        sample_by=args.sample_by,
-        validation_split=args.validation_split,
-        max_files=args.max_files,
+        **data_lib.data_arguments(args),
         num_classes=args.num_classes,
         max_length=args.max_length,
         block_size=args.block_size,
@@ -502,8 +496,6 @@ def run(args: argparse.Namespace) -> int:
         logging_steps=args.logging_steps,
         report_to=args.report_to,
         seed=args.seed,
-        num_proc=args.num_proc,
-        cache_dir=args.cache_dir,
         progress=not args.no_progress,
     )
     return 0

@@ -548,12 +548,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         main(
             args.output_dir,
-            data=args.data,
-            data_config=args.data_config,
-            text_column=args.text_column,
-            sample_by=args.sample_by,
-            validation_split=args.validation_split,
-            max_files=args.max_files,
+            **data_lib.data_arguments(args),
             tokenizer=args.tokenizer,
             tokenizer_vocab_size=args.tokenizer_vocab_size,
             preset=args.preset,
@@ -580,8 +575,6 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             report_to=args.report_to,
             seed=args.seed,
-            num_proc=args.num_proc,
-            cache_dir=args.cache_dir,
             progress=not args.no_progress,
         )
     except KeyboardInterrupt:

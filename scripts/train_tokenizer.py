@@ -105,17 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     main(
         args.output_dir,
-        data=args.data,
-        data_config=args.data_config,
-        text_column=args.text_column,
-        sample_by=args.sample_by,
-        validation_split=args.validation_split,
-        max_files=args.max_files,
+        **data_lib.data_arguments(args),
         vocab_size=args.vocab_size,
         min_frequency=args.min_frequency,
         special_tokens=args.special_tokens,
         model_max_length=args.model_max_length,
         seed=args.seed,
-        cache_dir=args.cache_dir,
     )
     return 0
