@@ -56,6 +56,11 @@ def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
+def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoint folders whose save finished (marker present), oldest first; contents not yet verified."""
+    return [folder for _, folder in list_checkpoints(output_dir) if is_complete_checkpoint(folder)]
+
+
 def mark_complete(folder: str | os.PathLike) -> Path:
     """Fsync every file of `folder`, then write its marker atomically (temporary name, fsync, rename)."""
     folder = Path(folder)
@@ -110,11 +115,11 @@ def find_latest_checkpoint(output_dir: str | os.PathLike, world_size: int | None
     Checkpoints whose save never finished (no marker: a crash, `kill -9`, a full disk) are skipped. The newest
     complete one must verify: a damaged one raises `CheckpointError` rather than falling back silently.
     """
-    for _, folder in reversed(list_checkpoints(output_dir)):
-        if is_complete_checkpoint(folder):
-            verify_checkpoint(folder, world_size)
-            return folder
-    return None
+    complete = complete_checkpoints(output_dir)
+    if not complete:
+        return None
+    verify_checkpoint(complete[-1], world_size)
+    return complete[-1]
 
 
 def remove_unfinished(output_dir: str | os.PathLike) -> list[Path]:
@@ -143,7 +148,7 @@ class CompleteCheckpointCallback(TrainerCallback):
             torch.distributed.barrier()  # every process has written its RNG state
         if state.is_world_process_zero:
             mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
-            complete = [f for _, f in list_checkpoints(args.output_dir) if is_complete_checkpoint(f)]
+            complete = complete_checkpoints(args.output_dir)
             if self.keep is not None and len(complete) > self.keep:
                 for folder in complete[: len(complete) - self.keep]:
                     shutil.rmtree(folder, ignore_errors=True)
@@ -161,10 +166,8 @@ class GPTForgeTrainer(Trainer):
         # optimizer applies NaN gradients to the weights
         if not torch.isfinite(loss).all():
             step = self.state.global_step + 1
-            latest = None
-            if self.args.output_dir and Path(self.args.output_dir).is_dir():
-                complete = [f for _, f in list_checkpoints(self.args.output_dir) if is_complete_checkpoint(f)]
-                latest = complete[-1] if complete else None
+            complete = complete_checkpoints(self.args.output_dir) if self.args.output_dir else []
+            latest = complete[-1] if complete else None
             where = f"last good checkpoint: {latest}" if latest else "no checkpoint was saved yet"
             raise NonFiniteLossError(
                 f"the training loss is {loss.detach().float().mean().item()} at step {step}; stopped before the "
