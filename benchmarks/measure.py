@@ -88,11 +88,17 @@ def make_optimizer(model: PreTrainedModel) -> torch.optim.Optimizer:
 
 
 def train_step(
-    model: PreTrainedModel, optimizer: torch.optim.Optimizer, input_ids: torch.Tensor, keep_grads: bool = False
+    model: PreTrainedModel,
+    optimizer: torch.optim.Optimizer,
+    input_ids: torch.Tensor,
+    keep_grads: bool = False,
+    autocast: torch.dtype | None = None,
 ) -> float:
     """Forward with labels, backward, AdamW step, zero_grad (set_to_none, as Trainer does, unless `keep_grads`);
-    returns the loss."""
-    loss = model(input_ids=input_ids, labels=input_ids).loss
+    returns the loss (reading it back synchronises a GPU, so a host clock around the call times the whole step).
+    `autocast` runs the forward under `torch.autocast` in that dtype, as Trainer's `bf16=True` does."""
+    with torch.autocast(input_ids.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        loss = model(input_ids=input_ids, labels=input_ids).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=not keep_grads)
@@ -106,6 +112,7 @@ def time_training(
     warmup: int,
     probe: bool = True,
     idle_wait: float = 0.0,
+    autocast: torch.dtype | None = None,
 ) -> tuple[dict[str, Samples], Samples, dict[str, float], dict[str, float]]:
     """Round-robin training steps. Returns per-model step seconds, matmul-probe seconds (three per round, run between
     the models' steps so they see the same load; `probes.rate(2 * MATMUL_PROBE_SIZE**3)` is FLOP/s), each model's
@@ -116,11 +123,11 @@ def time_training(
     for name in names:
         models[name].train()
         start = time.perf_counter()
-        first_loss[name] = train_step(models[name], optimizers[name], input_ids)
+        first_loss[name] = train_step(models[name], optimizers[name], input_ids, autocast=autocast)
         first_step[name] = time.perf_counter() - start
     for _ in range(max(0, warmup - 1)):
         for name in names:
-            train_step(models[name], optimizers[name], input_ids)
+            train_step(models[name], optimizers[name], input_ids, autocast=autocast)
     samples = {name: Samples() for name in names}
     probes = Samples()
     for r in range(rounds):
@@ -128,7 +135,7 @@ def time_training(
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             start = time.perf_counter()
-            train_step(models[name], optimizers[name], input_ids)
+            train_step(models[name], optimizers[name], input_ids, autocast=autocast)
             samples[name].seconds.append(time.perf_counter() - start)
         if probe:
             probes.seconds.extend(matmul_probe_seconds() for _ in range(3))
@@ -189,6 +196,8 @@ def generate_seconds(
             cache_implementation=cache,
             **kwargs,
         )
+    if out.is_cuda:
+        torch.cuda.synchronize(out.device)
     return time.perf_counter() - start, out
 
 
