@@ -577,11 +577,15 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-# Rows per chunk of the chunked LM-head loss: about LOSS_CHUNK_ELEMENTS fp32 logits (16 MiB) per chunk, so the full
-# (tokens, vocab) logits never exist, but at least LOSS_CHUNK_MIN_ROWS rows, because each chunk also reads and writes
-# the whole (vocab, hidden) weight gradient and thin matmuls are slow (measured on CPU: at vocab 50257, 83-row chunks
-# cost 9% of a training step, 128-row chunks nothing; at vocab 8192, 512-row chunks beat 256 and 1024).
+# Rows per chunk of the chunked LM-head loss: about LOSS_CHUNK_ELEMENTS fp32 logits (16 MiB) per chunk on CPU, so the
+# full (tokens, vocab) logits never exist, but at least LOSS_CHUNK_MIN_ROWS rows, because each chunk also reads and
+# writes the whole (vocab, hidden) weight gradient and thin matmuls are slow (measured on CPU: at vocab 50257, 83-row
+# chunks cost 9% of a training step, 128-row chunks nothing; at vocab 8192, 512-row chunks beat 256 and 1024). A GPU
+# needs far bigger chunks to fill its matrix units and amortise ~15 kernel launches per chunk (measured on an H200 at
+# gpt2-124m, 16x1024 tokens: 128-row chunks made the eager step 0.80x Llama's), so there a chunk holds up to 2**28
+# logits (1 GiB in fp32): still a fraction of the plain path's bf16 logits + fp32 copy + gradient.
 LOSS_CHUNK_ELEMENTS = 2**22
+LOSS_CHUNK_ELEMENTS_ACCELERATOR = 2**28
 LOSS_CHUNK_MIN_ROWS = 128
 
 
@@ -599,6 +603,23 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows):
         # hidden (N, d), weight (V, d), targets (N,) already shifted, divisor a 0-dim tensor
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        device = hidden.device.type
+        if torch.is_autocast_enabled(device):
+            # the plain path's lm_head runs in the autocast dtype: cast the operands once, as autocast would per call
+            # (in-place and out= matmuls below are exempt from autocast, so without this they would run in fp32)
+            mm_dtype = torch.get_autocast_dtype(device)
+            with torch.autocast(device, enabled=False):
+                return ChunkedLinearCrossEntropy._run(
+                    ctx, hidden.to(mm_dtype), weight.to(mm_dtype), targets, divisor, ignore_index, chunk_rows,
+                    want_hidden, want_weight, (hidden.dtype, weight.dtype),
+                )  # fmt: skip
+        dtypes = (hidden.dtype, weight.dtype)
+        return ChunkedLinearCrossEntropy._run(
+            ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows, want_hidden, want_weight, dtypes
+        )
+
+    @staticmethod
+    def _run(ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows, want_hidden, want_weight, dtypes):
         divisor = divisor.to(device=hidden.device, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
@@ -627,7 +648,9 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                     grad_weight.addmm_(grad_logits.t(), chunk_hidden)
                 elif want_weight:  # bf16/fp16 weights: accumulate the chunks in fp32
                     grad_weight += torch.mm(grad_logits.t(), chunk_hidden)
-        ctx.grads = (grad_hidden, grad_weight.to(weight.dtype) if grad_weight is not None else None)
+        hidden_dtype, weight_dtype = dtypes  # gradients in the parameters' own dtypes, as autograd returns them
+        grad_hidden = grad_hidden.to(hidden_dtype) if grad_hidden is not None else None
+        ctx.grads = (grad_hidden, grad_weight.to(weight_dtype) if grad_weight is not None else None)
         return total / divisor
 
     @staticmethod
@@ -661,7 +684,8 @@ def chunked_causal_lm_loss(
     if num_items_in_batch is None:
         num_items_in_batch = (targets != ignore_index).sum()
     divisor = torch.as_tensor(num_items_in_batch, device=hidden.device)
-    chunk_rows = chunk_rows or max(LOSS_CHUNK_MIN_ROWS, LOSS_CHUNK_ELEMENTS // weight.shape[0])
+    elements = LOSS_CHUNK_ELEMENTS if hidden.device.type == "cpu" else LOSS_CHUNK_ELEMENTS_ACCELERATOR
+    chunk_rows = chunk_rows or max(LOSS_CHUNK_MIN_ROWS, elements // weight.shape[0])
     return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, divisor, ignore_index, chunk_rows)
 
 
