@@ -13,6 +13,7 @@ Usage:
 import argparse
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..modeling.conversion import from_transformers
+from .export import TOKENIZER_COPY_FILES
 
 HELP = "convert a native GPT-2 or Llama folder (Transformers format) into a gptforge folder"
 
@@ -74,7 +76,13 @@ def main(
     except (OSError, ValueError) as exc:
         tokenizer = None
         print(f"warning: no tokenizer could be loaded from {str(source)!r} ({exc}); copy one into {out}")
-    if tokenizer is not None:
+    if tokenizer is not None and (Path(source) / "tokenizer.json").is_file():
+        # byte for byte: a load + save folds load-time state back in (a padding section in tokenizer.json comes back
+        # as padding keys in tokenizer_config.json), so `export` -> `convert` -> `export` would change bytes
+        for name in (*TOKENIZER_COPY_FILES, "tokenizer_config.json"):
+            if (Path(source) / name).is_file():
+                shutil.copyfile(Path(source) / name, out / name)
+    elif tokenizer is not None:  # vocab.json + merges.txt only, or a Hub id: Transformers writes tokenizer.json
         tokenizer.save_pretrained(out)
 
     summary = {
