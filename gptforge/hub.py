@@ -38,6 +38,8 @@ from .storage import atomic_folder
 FLAT_MODULES: dict[str, str] = {
     "configuration_gptforge": "gptforge.configuration.configuration_gptforge",
     "modeling_gptforge": "gptforge.modeling.modeling_gptforge",
+    "loss_gptforge": "gptforge.modeling.loss_gptforge",
+    "checks_gptforge": "gptforge.modeling.checks_gptforge",
     "tokenization_gptforge": "gptforge.tokenization.tokenization_gptforge",
 }
 
@@ -416,8 +418,8 @@ def _table(rows: Iterable[tuple[str, str]], header: tuple[str, str]) -> str:
 
 TRUST_REMOTE_CODE_NOTE = """\
 `trust_remote_code=True` lets Transformers import and run the Python files of this repository
-(`configuration_gptforge.py`, `modeling_gptforge.py`, `tokenization_gptforge.py`) on your machine, with your
-permissions. gptforge generates them from its own package source at save time. They import only torch,
+(`configuration_gptforge.py`, `modeling_gptforge.py`, `loss_gptforge.py`, `checks_gptforge.py`,
+`tokenization_gptforge.py`) on your machine, with your permissions. gptforge generates them from its own package source at save time. They import only torch,
 transformers, packages transformers itself requires (tokenizers, huggingface_hub, safetensors), the Python standard
 library and each other, and they contain no network, subprocess, `eval`/`exec` or file-writing code. The weights
 are safetensors only, never pickle. Read the files before you trust them, and pin `revision=` to a commit you have

@@ -1,4 +1,5 @@
-"""gptforge.modeling: the model (one file, `modeling_gptforge.py`) and conversion to/from native Transformers models."""
+"""gptforge.modeling: the model (`modeling_gptforge.py`, with `loss_gptforge.py` and `checks_gptforge.py`) and
+conversion to/from native Transformers models."""
 
 from .modeling_gptforge import (
     GPTForgeForCausalLM,

@@ -15,16 +15,17 @@ vanilla GPT (nanoGPT's `model.py`):
 - training with `labels` runs the LM head and the loss in row chunks (`ChunkedLinearCrossEntropy`: the same loss and
   gradients without full-vocabulary logits, which are then not returned); unpadded inputs skip the attention mask so
   SDPA takes its causal kernel (tests/test_fused_paths.py holds each fast path to the plain one).
+
+Two self-contained parts live in sibling files, re-exported here: the chunked loss (`loss_gptforge.py`) and the
+input and weights-file checks (`checks_gptforge.py`).
 """
 
 import math
-import os
 from collections.abc import Callable
 from functools import partial
 
 import torch
 import transformers
-from safetensors import safe_open
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -43,6 +44,8 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from ..configuration.configuration_gptforge import GPTForgeConfig
+from .checks_gptforge import check_inputs, check_positions, unreadable_safetensors
+from .loss_gptforge import chunked_causal_lm_loss
 
 # Below this release a forward that never sees `cache=` decodes wrongly without an error, so refuse at import time.
 MIN_TRANSFORMERS = (5, 24)
@@ -283,22 +286,6 @@ class GPTForgeDecoderLayer(GradientCheckpointingLayer):
         return self.dropout(x) if self.training and self.dropout.p > 0 else x
 
 
-def unreadable_safetensors(folder) -> str:
-    """The first weights file in `folder` whose header cannot be read (the file to name in an error)."""
-    folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        return folder
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".safetensors"):
-            try:
-                with safe_open(os.path.join(folder, name), framework="pt") as handle:
-                    for key in handle.keys():
-                        handle.get_slice(key)
-            except Exception:
-                return os.path.join(folder, name)
-    return folder
-
-
 class GPTForgePreTrainedModel(PreTrainedModel):
     config_class = GPTForgeConfig
     config: GPTForgeConfig
@@ -391,64 +378,6 @@ class GPTForgePreTrainedModel(PreTrainedModel):
             inv_freq, _ = module.compute_inv_freq(module.config)
             init.copy_(module.inv_freq, inv_freq)
             init.copy_(module.original_inv_freq, inv_freq)
-
-
-def check_inputs(
-    config: GPTForgeConfig,
-    input_ids: torch.Tensor | None,
-    inputs_embeds: torch.Tensor | None,
-    attention_mask: torch.Tensor | None,
-    has_cache: bool,
-) -> None:
-    """Fail at the door, naming the bad value, instead of deep inside an embedding (or as a device-side assert).
-
-    Shape and dtype checks read metadata only. The token-id and position range checks read two numbers back from the
-    device (one host sync, ~0.1% of a forward at the benchmark shapes); they are skipped while `torch.compile` traces,
-    so `fullgraph=True` compiles and CUDA graphs keep working, and compiled callers validate their inputs themselves.
-    """
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError("pass exactly one of input_ids or inputs_embeds")
-    if input_ids is not None:
-        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-            raise TypeError(f"input_ids must hold integer token ids (torch.long), got dtype {input_ids.dtype}")
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (batch, sequence), got shape {tuple(input_ids.shape)}")
-        shape = tuple(input_ids.shape)
-    else:
-        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
-            raise ValueError(
-                f"inputs_embeds must have shape (batch, sequence, hidden_size={config.hidden_size}), "
-                f"got shape {tuple(inputs_embeds.shape)}"
-            )
-        shape = tuple(inputs_embeds.shape[:2])
-    if 0 in shape:
-        raise ValueError(f"the input is empty (batch, sequence) = {shape}; pass at least one token per row")
-    if attention_mask is not None and attention_mask.dim() == 2:
-        # with a cache the mask also covers the cached tokens, so it may be longer than the new input
-        if attention_mask.shape[0] != shape[0] or (
-            attention_mask.shape[1] < shape[1] if has_cache else attention_mask.shape[1] != shape[1]
-        ):
-            expected = f"(batch={shape[0]}, {'cached + ' if has_cache else ''}sequence={shape[1]})"
-            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected {expected}")
-    if torch.compiler.is_compiling():
-        return
-    if input_ids is not None:
-        low, high = torch.aminmax(input_ids)
-        if low < 0 or high >= config.vocab_size:
-            bad = int(low) if low < 0 else int(high)
-            raise ValueError(f"input_ids holds token id {bad}, outside the vocabulary [0, {config.vocab_size - 1}]")
-
-
-def check_positions(config: GPTForgeConfig, position_ids: torch.Tensor) -> None:
-    """A learned position table has a fixed length; past it the lookup would fail deep inside the embedding."""
-    if config.position_embedding_type == "learned" and not torch.compiler.is_compiling():
-        highest = int(position_ids.max())
-        if highest >= config.max_position_embeddings:
-            raise ValueError(
-                f"position {highest} is beyond the learned position table (max_position_embeddings="
-                f"{config.max_position_embeddings}): a sequence, cached tokens included, may hold at most "
-                f"{config.max_position_embeddings} tokens"
-            )
 
 
 class GPTForgeModel(GPTForgePreTrainedModel):
@@ -575,118 +504,6 @@ class GPTForgeModel(GPTForgePreTrainedModel):
             attentions=all_attentions,
         )
         return output if return_dict else output.to_tuple()
-
-
-# Rows per chunk of the chunked LM-head loss: about LOSS_CHUNK_ELEMENTS fp32 logits (16 MiB) per chunk on CPU, so the
-# full (tokens, vocab) logits never exist, but at least LOSS_CHUNK_MIN_ROWS rows, because each chunk also reads and
-# writes the whole (vocab, hidden) weight gradient and thin matmuls are slow (measured on CPU: at vocab 50257, 83-row
-# chunks cost 9% of a training step, 128-row chunks nothing; at vocab 8192, 512-row chunks beat 256 and 1024). A GPU
-# needs far bigger chunks to fill its matrix units and amortise ~15 kernel launches per chunk (measured on an H200 at
-# gpt2-124m, 16x1024 tokens: 128-row chunks made the eager step 0.80x Llama's), so there a chunk holds up to 2**28
-# logits (1 GiB in fp32): still a fraction of the plain path's bf16 logits + fp32 copy + gradient.
-LOSS_CHUNK_ELEMENTS = 2**22
-LOSS_CHUNK_ELEMENTS_ACCELERATOR = 2**28
-LOSS_CHUNK_MIN_ROWS = 128
-
-
-class ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """`cross_entropy(hidden @ weight.T, targets, reduction="sum") / divisor`, without ever holding the full logits.
-
-    Rows go `chunk_rows` at a time: each chunk's logits are projected, reduced to its share of the loss and turned
-    straight into its share of both gradients (softmax minus one-hot, divided by `divisor`), so forward already knows
-    the gradients and backward only scales them. Peak memory holds one (chunk_rows, vocab) block instead of the
-    (tokens, vocab) logits, their log-softmax and their gradient; the matmul FLOPs are the plain path's. Logits are
-    reduced in fp32 whatever the weight dtype, as Transformers' `ForCausalLMLoss` does.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows):
-        # hidden (N, d), weight (V, d), targets (N,) already shifted, divisor a 0-dim tensor
-        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        device = hidden.device.type
-        if torch.is_autocast_enabled(device):
-            # the plain path's lm_head runs in the autocast dtype: cast the operands once, as autocast would per call
-            # (in-place and out= matmuls below are exempt from autocast, so without this they would run in fp32)
-            mm_dtype = torch.get_autocast_dtype(device)
-            with torch.autocast(device, enabled=False):
-                return ChunkedLinearCrossEntropy._run(
-                    ctx, hidden.to(mm_dtype), weight.to(mm_dtype), targets, divisor, ignore_index, chunk_rows,
-                    want_hidden, want_weight, (hidden.dtype, weight.dtype),
-                )  # fmt: skip
-        dtypes = (hidden.dtype, weight.dtype)
-        return ChunkedLinearCrossEntropy._run(
-            ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows, want_hidden, want_weight, dtypes
-        )
-
-    @staticmethod
-    def _run(ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows, want_hidden, want_weight, dtypes):
-        divisor = divisor.to(device=hidden.device, dtype=torch.float32)
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_hidden = torch.empty_like(hidden) if want_hidden else None
-        grad_weight = None  # (V, d) fp32, created by the first chunk's matmul (no zero fill)
-        for start in range(0, hidden.shape[0], chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            chunk_hidden, chunk_targets = hidden[rows], targets[rows]
-            logits = torch.mm(chunk_hidden, weight.t()).float()  # (n, V): the only vocabulary-sized buffer
-            valid = chunk_targets != ignore_index
-            chunk_targets = chunk_targets.masked_fill(~valid, 0)
-            target_logits = logits.gather(1, chunk_targets[:, None]).squeeze(1)
-            row_max = logits.amax(dim=-1)
-            exp = logits.sub_(row_max[:, None]).exp_()  # in place: logits are not needed past this point
-            sum_exp = exp.sum(dim=-1)
-            total += torch.where(valid, row_max + sum_exp.log() - target_logits, 0.0).sum()
-            if want_hidden or want_weight:
-                row_scale = valid / divisor  # ignored rows get no gradient
-                grad_logits = exp.mul_((row_scale / sum_exp)[:, None])  # softmax / divisor
-                grad_logits.scatter_add_(1, chunk_targets[:, None], -row_scale[:, None])  # minus the one-hot target
-                grad_logits = grad_logits.to(weight.dtype)
-                if want_hidden:
-                    torch.mm(grad_logits, weight, out=grad_hidden[rows])
-                if want_weight and grad_weight is None:
-                    grad_weight = torch.mm(grad_logits.t(), chunk_hidden).float()
-                elif want_weight and grad_weight.dtype == chunk_hidden.dtype:
-                    grad_weight.addmm_(grad_logits.t(), chunk_hidden)
-                elif want_weight:  # bf16/fp16 weights: accumulate the chunks in fp32
-                    grad_weight += torch.mm(grad_logits.t(), chunk_hidden)
-        hidden_dtype, weight_dtype = dtypes  # gradients in the parameters' own dtypes, as autograd returns them
-        grad_hidden = grad_hidden.to(hidden_dtype) if grad_hidden is not None else None
-        ctx.grads = (grad_hidden, grad_weight.to(weight_dtype) if grad_weight is not None else None)
-        return total / divisor
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grad_hidden, grad_weight = ctx.grads
-        del ctx.grads
-        # `loss.backward()` sends exactly 1: skip a pass over the (vocab, hidden) gradient then (free check on CPU)
-        if grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
-            grad_hidden = grad_hidden * grad_loss if grad_hidden is not None else None
-            grad_weight = grad_weight * grad_loss if grad_weight is not None else None
-        return grad_hidden, grad_weight, None, None, None, None
-
-
-def chunked_causal_lm_loss(
-    hidden_states: torch.Tensor,
-    weight: torch.Tensor,
-    labels: torch.Tensor,
-    num_items_in_batch: torch.Tensor | int | None = None,
-    ignore_index: int = -100,
-    shift_labels: torch.Tensor | None = None,
-    chunk_rows: int | None = None,
-    **kwargs,
-) -> torch.Tensor:
-    """Transformers' `ForCausalLMLoss(hidden_states @ weight.T, labels, ...)`, the same semantics (labels shifted left
-    with `ignore_index` padding, or `shift_labels` as given; sum / `num_items_in_batch`, else the mean over counted
-    tokens) through `ChunkedLinearCrossEntropy`."""
-    if shift_labels is None:
-        shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-    hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
-    targets = shift_labels.reshape(-1).to(hidden.device)
-    if num_items_in_batch is None:
-        num_items_in_batch = (targets != ignore_index).sum()
-    divisor = torch.as_tensor(num_items_in_batch, device=hidden.device)
-    elements = LOSS_CHUNK_ELEMENTS if hidden.device.type == "cpu" else LOSS_CHUNK_ELEMENTS_ACCELERATOR
-    chunk_rows = chunk_rows or max(LOSS_CHUNK_MIN_ROWS, elements // weight.shape[0])
-    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, divisor, ignore_index, chunk_rows)
 
 
 class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):

@@ -38,7 +38,13 @@ from gptforge import (
 )
 from gptforge.scripts import cli, export, push
 
-CODE_FILES = {"configuration_gptforge.py", "modeling_gptforge.py", "tokenization_gptforge.py"}
+CODE_FILES = {
+    "configuration_gptforge.py",
+    "modeling_gptforge.py",
+    "loss_gptforge.py",
+    "checks_gptforge.py",
+    "tokenization_gptforge.py",
+}
 TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json"}
 LM_FILES = {"config.json", "generation_config.json", "model.safetensors"} | TOKENIZER_FILES | CODE_FILES
 FULL_AUTO_MAP = {

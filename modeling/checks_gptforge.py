@@ -1,0 +1,88 @@
+"""Input and file validation for `modeling_gptforge`: `check_inputs` and `check_positions` reject a bad forward call
+with a message naming the bad value (instead of a shape error deep inside an embedding, or a device-side assert), and
+`unreadable_safetensors` names the corrupted weights file when loading fails.
+
+Separate from the modeling file so that file reads as the model, top to bottom; these checks hold no model logic. The
+flat remote-code copy (gptforge/hub.py) ships it as a sibling file, `checks_gptforge.py`.
+"""
+
+import os
+
+import torch
+from safetensors import safe_open
+
+from ..configuration.configuration_gptforge import GPTForgeConfig
+
+
+def unreadable_safetensors(folder) -> str:
+    """The first weights file in `folder` whose header cannot be read (the file to name in an error)."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return folder
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            try:
+                with safe_open(os.path.join(folder, name), framework="pt") as handle:
+                    for key in handle.keys():
+                        handle.get_slice(key)
+            except Exception:
+                return os.path.join(folder, name)
+    return folder
+
+
+def check_inputs(
+    config: GPTForgeConfig,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    has_cache: bool,
+) -> None:
+    """Fail at the door, naming the bad value, instead of deep inside an embedding (or as a device-side assert).
+
+    Shape and dtype checks read metadata only. The token-id and position range checks read two numbers back from the
+    device (one host sync, ~0.1% of a forward at the benchmark shapes); they are skipped while `torch.compile` traces,
+    so `fullgraph=True` compiles and CUDA graphs keep working, and compiled callers validate their inputs themselves.
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    if input_ids is not None:
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise TypeError(f"input_ids must hold integer token ids (torch.long), got dtype {input_ids.dtype}")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, sequence), got shape {tuple(input_ids.shape)}")
+        shape = tuple(input_ids.shape)
+    else:
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+            raise ValueError(
+                f"inputs_embeds must have shape (batch, sequence, hidden_size={config.hidden_size}), "
+                f"got shape {tuple(inputs_embeds.shape)}"
+            )
+        shape = tuple(inputs_embeds.shape[:2])
+    if 0 in shape:
+        raise ValueError(f"the input is empty (batch, sequence) = {shape}; pass at least one token per row")
+    if attention_mask is not None and attention_mask.dim() == 2:
+        # with a cache the mask also covers the cached tokens, so it may be longer than the new input
+        if attention_mask.shape[0] != shape[0] or (
+            attention_mask.shape[1] < shape[1] if has_cache else attention_mask.shape[1] != shape[1]
+        ):
+            expected = f"(batch={shape[0]}, {'cached + ' if has_cache else ''}sequence={shape[1]})"
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected {expected}")
+    if torch.compiler.is_compiling():
+        return
+    if input_ids is not None:
+        low, high = torch.aminmax(input_ids)
+        if low < 0 or high >= config.vocab_size:
+            bad = int(low) if low < 0 else int(high)
+            raise ValueError(f"input_ids holds token id {bad}, outside the vocabulary [0, {config.vocab_size - 1}]")
+
+
+def check_positions(config: GPTForgeConfig, position_ids: torch.Tensor) -> None:
+    """A learned position table has a fixed length; past it the lookup would fail deep inside the embedding."""
+    if config.position_embedding_type == "learned" and not torch.compiler.is_compiling():
+        highest = int(position_ids.max())
+        if highest >= config.max_position_embeddings:
+            raise ValueError(
+                f"position {highest} is beyond the learned position table (max_position_embeddings="
+                f"{config.max_position_embeddings}): a sequence, cached tokens included, may hold at most "
+                f"{config.max_position_embeddings} tokens"
+            )
