@@ -69,10 +69,12 @@ def datasheet_peak(name: str) -> float | None:
     return next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in name), None)
 
 
-def unit_train(result: dict, device: torch.device, batch: int, seq: int, rounds: int, compiled: bool) -> None:
+def unit_train(
+    result: dict, device: torch.device, batch: int, seq: int, rounds: int, compiled: bool, families: tuple[str, ...]
+) -> None:
     shape = gpt2_124m(batch, seq)
     ids = torch.randint(0, shape.vocab, (batch, seq), generator=torch.Generator().manual_seed(1)).to(device)
-    for family in FAMILIES:
+    for family in families:
         models = {k: m.to(device) for k, m in model_pair(family, shape, max_positions=seq).items()}
         if compiled:
             models = {f"{k}+compile": torch.compile(m) for k, m in models.items()}
@@ -183,6 +185,7 @@ def main(
     decode_rounds: int = 5,
     new_tokens: int = 128,
     compile_train: bool = True,
+    train_families: tuple[str, ...] = tuple(FAMILIES),
     decode_families: tuple[str, ...] = ("llama",),
     deadline_s: float = 480.0,
     out: str = "runs/gpu",
@@ -220,11 +223,11 @@ def main(
     out_dir.mkdir(parents=True, exist_ok=True)
     units = []
     if "train" in sections:
-        units.append(("train eager", lambda: unit_train(result, device, batch, seq, rounds, compiled=False)))
+        units.append(("train eager", lambda: unit_train(result, device, batch, seq, rounds, False, train_families)))
     if "decode" in sections:
         units.append(("decode", lambda: unit_decode(result, device, new_tokens, decode_rounds, decode_families)))
     if "train" in sections and compile_train:
-        units.append(("train compiled", lambda: unit_train(result, device, batch, seq, rounds, compiled=True)))
+        units.append(("train compiled", lambda: unit_train(result, device, batch, seq, rounds, True, train_families)))
     begun = time.perf_counter()
     for unit, run in units:
         started = time.perf_counter()
@@ -269,6 +272,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decode-rounds", type=int, default=5, help="measured generate calls per model (default 5)")
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per call (default 128)")
     parser.add_argument("--no-compile-train", action="store_true", help="skip the torch.compile(model) training rows")
+    parser.add_argument("--train-families", default="llama,gpt2", help="comma list of pairs to train: llama,gpt2")
     parser.add_argument(
         "--decode-families", default="llama", help="comma list of pairs to decode: llama,gpt2 (each compiles twice)"
     )
@@ -287,6 +291,7 @@ if __name__ == "__main__":
         decode_rounds=args.decode_rounds,
         new_tokens=args.new_tokens,
         compile_train=not args.no_compile_train,
+        train_families=tuple(args.train_families.split(",")),
         decode_families=tuple(args.decode_families.split(",")),
         deadline_s=args.deadline,
         out=args.out,

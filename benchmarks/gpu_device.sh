@@ -11,4 +11,4 @@ cd /tmp/gf  # python puts the working directory first on sys.path: the repo's un
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv
 python3 -c "import torch, transformers, gptforge; print(torch.__version__, transformers.__version__, gptforge.__file__)"
-python3 -m benchmarks.gpu --out "$out" "$@" 2>&1 | tee "$out/log.txt"
+python3 -m benchmarks.gpu --out "$out" "$@" 2>&1 | tee "$out/log-$(date +%H%M%S).txt"
