@@ -438,7 +438,7 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         no_padding = attention_mask is None or (
             attention_mask.dim() == 2 and not torch.compiler.is_compiling() and bool(attention_mask.all())
         )
-        past_seen = None  # set when the positions are numbered here
+        past_seen = None  # cached positions, where known without reading position_ids
         if position_ids is None:
             if attention_mask is not None and attention_mask.dim() == 2 and not no_padding:
                 # count only real tokens, so a left-padded row gets the positions it would have alone
@@ -459,6 +459,10 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         if self.config.position_embedding_type == "rope":
             position_embeddings = self.rotary_emb(hidden_states, position_ids)
 
+        if past_seen is None and attention_mask is None and cache is not None:
+            # `generate` passes its own positions and drops an all-ones mask; with a cache, `create_causal_mask` does
+            # not read positions (only without one, to find packed sequences), so the mask-free case below holds too
+            past_seen = cache.get_seq_length()
         if (
             no_padding
             and past_seen is not None

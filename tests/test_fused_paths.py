@@ -207,3 +207,23 @@ def test_unpadded_inputs_skip_the_mask_with_the_same_result(arch):
         for t in range(5, 12):
             steps.append(model(input_ids=ids[:, t : t + 1], attention_mask=torch.ones(2, t + 1), cache=cache).logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), plain, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_generate_takes_the_mask_free_path_with_the_same_tokens(arch, monkeypatch):
+    """`generate` passes its own position_ids and drops an all-ones mask at every step: the mask-free path must still
+    fire there (no `create_causal_mask` call per token), and decode exactly what the masked eager path decodes."""
+    import gptforge.modeling.modeling_gptforge as modeling
+
+    model = GPTForgeForCausalLM(arch_config(arch)).eval()
+    prompt = torch.randint(1, 128, (1, 6))
+    settings = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    model.config._attn_implementation = "eager"  # always builds its mask
+    expected = model.generate(prompt, attention_mask=torch.ones_like(prompt), **settings)
+    model.config._attn_implementation = "sdpa"
+    calls = []
+    original = modeling.create_causal_mask
+    monkeypatch.setattr(modeling, "create_causal_mask", lambda **kw: calls.append(1) or original(**kw))
+    tokens = model.generate(prompt, attention_mask=torch.ones_like(prompt), **settings)
+    assert torch.equal(tokens, expected)
+    assert calls == []
