@@ -16,7 +16,7 @@ vanilla GPT (nanoGPT's `model.py`):
   gradients without full-vocabulary logits, which are then not returned); unpadded inputs skip the attention mask so
   SDPA takes its causal kernel (tests/test_fused_paths.py holds each fast path to the plain one).
 
-Two self-contained parts live in sibling files, re-exported here: the chunked loss (`loss_gptforge.py`) and the
+Two self-contained parts live in sibling files, imported here: the chunked loss (`loss_gptforge.py`) and the
 input and weights-file checks (`checks_gptforge.py`).
 """
 
