@@ -36,23 +36,13 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows):
         # hidden (N, d), weight (V, d), targets (N,) already shifted, divisor a 0-dim tensor
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        hidden_dtype, weight_dtype = hidden.dtype, weight.dtype  # the gradients go back in these dtypes
         device = hidden.device.type
         if torch.is_autocast_enabled(device):
             # the plain path's lm_head runs in the autocast dtype: cast the operands once, as autocast would per call
-            # (in-place and out= matmuls below are exempt from autocast, so without this they would run in fp32)
+            # (the in-place and out= matmuls below are exempt from autocast, so they would otherwise run in fp32)
             mm_dtype = torch.get_autocast_dtype(device)
-            with torch.autocast(device, enabled=False):
-                return ChunkedLinearCrossEntropy._run(
-                    ctx, hidden.to(mm_dtype), weight.to(mm_dtype), targets, divisor, ignore_index, chunk_rows,
-                    want_hidden, want_weight, (hidden.dtype, weight.dtype),
-                )  # fmt: skip
-        dtypes = (hidden.dtype, weight.dtype)
-        return ChunkedLinearCrossEntropy._run(
-            ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows, want_hidden, want_weight, dtypes
-        )
-
-    @staticmethod
-    def _run(ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows, want_hidden, want_weight, dtypes):
+            hidden, weight = hidden.to(mm_dtype), weight.to(mm_dtype)
         divisor = divisor.to(device=hidden.device, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
@@ -81,7 +71,6 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                     grad_weight.addmm_(grad_logits.t(), chunk_hidden)
                 elif want_weight:  # bf16/fp16 weights: accumulate the chunks in fp32
                     grad_weight += torch.mm(grad_logits.t(), chunk_hidden)
-        hidden_dtype, weight_dtype = dtypes  # gradients in the parameters' own dtypes, as autograd returns them
         grad_hidden = grad_hidden.to(hidden_dtype) if grad_hidden is not None else None
         ctx.grads = (grad_hidden, grad_weight.to(weight_dtype) if grad_weight is not None else None)
         return total / divisor
