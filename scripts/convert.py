@@ -13,7 +13,6 @@ Usage:
 import argparse
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..modeling.conversion import from_transformers
-from .export import TOKENIZER_COPY_FILES
+from .export import TOKENIZER_COPY_FILES, copy_present
 
 HELP = "convert a native GPT-2 or Llama folder (Transformers format) into a gptforge folder"
 
@@ -79,9 +78,7 @@ def main(
     if tokenizer is not None and (Path(source) / "tokenizer.json").is_file():
         # byte for byte: a load + save folds load-time state back in (a padding section in tokenizer.json comes back
         # as padding keys in tokenizer_config.json), so `export` -> `convert` -> `export` would change bytes
-        for name in (*TOKENIZER_COPY_FILES, "tokenizer_config.json"):
-            if (Path(source) / name).is_file():
-                shutil.copyfile(Path(source) / name, out / name)
+        copy_present(Path(source), out, (*TOKENIZER_COPY_FILES, "tokenizer_config.json"))
     elif tokenizer is not None:  # vocab.json + merges.txt only, or a Hub id: Transformers writes tokenizer.json
         tokenizer.save_pretrained(out)
 

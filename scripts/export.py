@@ -34,13 +34,19 @@ NATIVE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 LOAD_TIME_KEYS = ("is_local", "local_files_only", "name_or_path", "_commit_hash")
 
 
-def export_tokenizer(folder: Path, out: Path) -> list[Path]:
-    """Copy the tokenizer of `folder` into `out` as a plain `PreTrainedTokenizerFast` (no remote code)."""
+def copy_present(folder: Path, out: Path, names: tuple[str, ...]) -> list[Path]:
+    """Copy each of `names` that exists in `folder` into `out`, byte for byte; returns the copies."""
     written = []
-    for name in TOKENIZER_COPY_FILES:
+    for name in names:
         if (folder / name).is_file():
             shutil.copyfile(folder / name, out / name)
             written.append(out / name)
+    return written
+
+
+def export_tokenizer(folder: Path, out: Path) -> list[Path]:
+    """Copy the tokenizer of `folder` into `out` as a plain `PreTrainedTokenizerFast` (no remote code)."""
+    written = copy_present(folder, out, TOKENIZER_COPY_FILES)
     config_file = folder / "tokenizer_config.json"
     if config_file.is_file():
         tokenizer_config = json.loads(config_file.read_text(encoding="utf-8"))
