@@ -36,7 +36,7 @@ import transformers
 
 import gptforge
 
-from .measure import time_decoding, time_training, train_step
+from .measure import make_optimizer, time_decoding, time_training, train_step
 from .models import FAMILIES, Shape, model_pair, train_flops_per_token
 
 # dense bf16 tensor-core peak from NVIDIA's datasheets (SXM parts), TFLOP/s: the denominator llm.c's MFU uses
@@ -105,7 +105,7 @@ def step_peak_gib(model, ids: torch.Tensor, device: torch.device, others: list) 
     for other in others:
         other.to("cpu")
     torch.cuda.empty_cache()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    optimizer = make_optimizer(model)
     torch.cuda.reset_peak_memory_stats(device)
     train_step(model, optimizer, ids, autocast=torch.bfloat16)
     peak = torch.cuda.max_memory_allocated(device) / 2**30

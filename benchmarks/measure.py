@@ -97,7 +97,7 @@ def train_step(
     """Forward with labels, backward, AdamW step, zero_grad (set_to_none, as Trainer does, unless `keep_grads`);
     returns the loss (reading it back synchronises a GPU, so a host clock around the call times the whole step).
     `autocast` runs the forward under `torch.autocast` in that dtype, as Trainer's `bf16=True` does."""
-    with torch.autocast(input_ids.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+    with torch.autocast(input_ids.device.type, dtype=autocast, enabled=autocast is not None):
         loss = model(input_ids=input_ids, labels=input_ids).loss
     loss.backward()
     optimizer.step()
