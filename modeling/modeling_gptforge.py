@@ -13,8 +13,9 @@ vanilla GPT (nanoGPT's `model.py`):
 - forward accepts the cache as `cache=` (what Transformers 5.24's `generate` passes) and as `past_key_values=`;
 - without explicit `position_ids`, a 2D attention mask sets them (left padding keeps learned positions right);
 - training with `labels` runs the LM head and the loss in row chunks (`ChunkedLinearCrossEntropy`: the same loss and
-  gradients without full-vocabulary logits, which are then not returned); unpadded inputs skip the attention mask so
-  SDPA takes its causal kernel (tests/test_fused_paths.py holds each fast path to the plain one).
+  gradients without full-vocabulary logits, which are then not returned); SwiGLU keeps two of its three intermediate
+  tensors for backward (`SiLUMul`); unpadded inputs skip the attention mask so SDPA takes its causal kernel
+  (tests/test_fused_paths.py holds each fast path to the plain one).
 
 Two self-contained parts live in sibling files, imported here: the chunked loss (`loss_gptforge.py`) and the
 input and weights-file checks (`checks_gptforge.py`).
@@ -135,12 +136,32 @@ def apply_rotary_pos_emb(
     return (q * cos) + (rotate_half(q) * sin), (k * cos) + (rotate_half(k) * sin)
 
 
+class SiLUMul(torch.autograd.Function):
+    """`silu(gate) * up` that keeps only `gate` and `up` for backward and recomputes `silu(gate)` there.
+
+    Autograd would also keep `silu(gate)`: a third (tokens, intermediate) tensor per layer, the largest activations of
+    a SwiGLU model (a quarter of its MLP's). The backward runs the kernels autograd runs, in its order, so values and
+    gradients are bit-identical to the plain ops (tests/test_fused_paths.py).
+    """
+
+    @staticmethod
+    def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(gate, up)
+        return nn.functional.silu(gate).mul_(up)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gate, up = ctx.saved_tensors
+        return torch.ops.aten.silu_backward(grad * up, gate), grad * nn.functional.silu(gate)
+
+
 class GPTForgeMLP(nn.Module):
     """Gated (SwiGLU: down(act(gate(x)) * up(x))) or plain (GPT-2: down(act(up(x)))) feed-forward."""
 
     def __init__(self, config: GPTForgeConfig) -> None:
         super().__init__()
         self.gated = config.mlp_type == "gated"
+        self.silu_gate = self.gated and config.hidden_act in ("silu", "swish")  # SwiGLU: `SiLUMul` saves memory
         if self.gated:
             self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
@@ -149,6 +170,8 @@ class GPTForgeMLP(nn.Module):
         self.act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.silu_gate and torch.is_grad_enabled():
+            return self.down_proj(SiLUMul.apply(self.gate_proj(x), self.up_proj(x)))
         if self.gated:
             return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
         return self.down_proj(self.act_fn(self.up_proj(x)))

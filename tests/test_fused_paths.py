@@ -1,5 +1,5 @@
 """Every fast path of the model against the plain path it replaces: the chunked LM-head loss (loss and every
-gradient), the one-op RMSNorm, and the mask-free SDPA path for unpadded inputs."""
+gradient), the one-op RMSNorm, the memory-saving SwiGLU product, and the mask-free SDPA path for unpadded inputs."""
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from gptforge import GPTForgeForCausalLM
-from gptforge.modeling.modeling_gptforge import GPTForgeRMSNorm, chunked_causal_lm_loss
+from gptforge.modeling.modeling_gptforge import GPTForgeMLP, GPTForgeRMSNorm, SiLUMul, chunked_causal_lm_loss
 
 # fp32 sums in a different order: ulp-level differences on O(1) values
 LOSS_TOL = dict(atol=1e-6, rtol=1e-6)
@@ -189,6 +189,53 @@ def test_fp32_rmsnorm_is_bitwise_llamas(shape):
     (ours_grad,) = torch.autograd.grad(ours(x), x, grad)
     (llama_grad,) = torch.autograd.grad(llama(x), x, grad)
     torch.testing.assert_close(ours_grad, llama_grad, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_silu_mul_is_bitwise_the_plain_ops(dtype):
+    torch.manual_seed(0)
+    gate = (torch.randn(3, 7, 40) * 4).to(dtype).requires_grad_(True)
+    up = torch.randn(3, 7, 40).to(dtype).requires_grad_(True)
+    grad = torch.randn(3, 7, 40).to(dtype)
+    fused, plain = SiLUMul.apply(gate, up), nn.functional.silu(gate) * up
+    assert torch.equal(fused, plain)
+    for ours, reference in zip(
+        torch.autograd.grad(fused, (gate, up), grad), torch.autograd.grad(plain, (gate, up), grad)
+    ):
+        assert torch.equal(ours, reference)
+
+
+def saved_intermediate_tensors(mlp: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The MLP's output, and how many (tokens, intermediate)-sized tensors its forward keeps for backward."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = mlp(x)
+    widths = {t.untyped_storage().data_ptr() for t in saved if t.shape[-1] == mlp.up_proj.out_features}
+    return out, len(widths)
+
+
+def test_swiglu_mlp_keeps_three_intermediate_tensors_not_four_with_the_same_gradients():
+    torch.manual_seed(0)
+    mlp = GPTForgeMLP(arch_config("llama", intermediate_size=96))
+    assert mlp.silu_gate
+    x = torch.randn(2, 5, mlp.up_proj.in_features)
+    results = {}
+    for fused in (True, False):
+        mlp.silu_gate = fused  # False: act_fn(gate) * up, as Llama's MLP
+        mlp.zero_grad(set_to_none=True)
+        out, count = saved_intermediate_tensors(mlp, x)
+        out.sum().backward()
+        results[fused] = out, count, {name: p.grad for name, p in mlp.named_parameters()}
+    (out, count, grads), (ref_out, ref_count, ref_grads) = results[True], results[False]
+    assert (count, ref_count) == (3, 4)  # gate, up, their product (down_proj's input); plain also keeps silu(gate)
+    assert torch.equal(out, ref_out)
+    assert all(torch.equal(grads[name], ref_grads[name]) for name in ref_grads)
+
+
+@pytest.mark.parametrize("act, expected", [("silu", True), ("gelu", False)])
+def test_silu_mul_only_for_swiglu(act, expected):
+    assert GPTForgeMLP(arch_config("llama", hidden_act=act)).silu_gate is expected
+    assert not GPTForgeMLP(arch_config("gpt2")).silu_gate  # plain MLP: nothing to fuse
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
