@@ -172,16 +172,6 @@ def step_peak_memory(model: PreTrainedModel, input_ids: torch.Tensor, keep_grads
     return {"step_peak_bytes": float(peak), "resident_bytes": float(resident)}
 
 
-def compile_config_for_cpu() -> CompileConfig:
-    """What `generate(..., cache_implementation="static")` needs to compile the decode step off-GPU in Transformers
-    5.24: a `CompileConfig` flagged `_compile_all_devices` (otherwise generate only auto-compiles on CUDA/XPU/...),
-    `fullgraph=True` with static shapes, and Inductor's C++ wrapper instead of CUDA graphs (`mode=None`: the default
-    "reduce-overhead" asks for CUDA graphs, which do not exist on CPU)."""
-    config = CompileConfig(fullgraph=True, dynamic=False, mode=None, options={"cpp_wrapper": True})
-    config._compile_all_devices = True
-    return config
-
-
 def generate_seconds(
     model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int, cache: str, compile_config: CompileConfig | None
 ) -> tuple[float, torch.Tensor]:

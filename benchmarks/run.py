@@ -20,7 +20,7 @@ Measured:
   freed between steps (Trainer's default) and kept, and the process total, at `small`, `gpt2s` and `gpt2s-b8` (gpt2s
   at batch 8, where logits rather than gradients dominate; the Llama pair only, to keep the run short);
 - decoding: tokens/s of greedy `generate` (prompt 32, 128 new tokens) at batch 1 and 8, dynamic and static cache;
-  with the static cache gptforge runs the compiled decode step (`measure.compile_config_for_cpu`), Llama runs what
+  with the static cache gptforge runs the compiled decode step (`gptforge.cpu_compile_config()`, the documented path), Llama runs what
   `generate` does by default on CPU (eager); the compile time is reported, not counted;
 - a sequence-length sweep (256 to 2048, 2048 tokens per step) of training tokens/s, plotted to runs/bench/sweep.png.
 
@@ -43,11 +43,11 @@ import torch
 import transformers
 
 import gptforge
+from gptforge import cpu_compile_config
 
 from .measure import (
     MATMUL_PROBE_SIZE,
     Samples,
-    compile_config_for_cpu,
     cpu_load,
     step_peak_memory,
     time_decoding,
@@ -186,10 +186,10 @@ def unit_decode(
         if batch == 1:
             report.goals["decode_dynamic_b1"] = rates["gptforge"]["median"] / rates["Llama"]["median"]
 
-        contenders = {"Llama": (llama, None), "gptforge+compile": (forge, compile_config_for_cpu())}
+        contenders = {"Llama": (llama, None), "gptforge+compile": (forge, cpu_compile_config())}
         pairs = [("gptforge+compile", "Llama")]
         if compile_ref:
-            contenders.update({"Llama+compile": (llama, compile_config_for_cpu()), "gptforge": (forge, None)})
+            contenders.update({"Llama+compile": (llama, cpu_compile_config()), "gptforge": (forge, None)})
             pairs += [("gptforge+compile", "Llama+compile"), ("gptforge", "Llama")]
         samples, first, tokens = time_decoding(contenders, prompt, new_tokens, "static", rounds, idle_wait)
         rates = {k: s.rate(work) for k, s in samples.items()}
