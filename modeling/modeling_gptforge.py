@@ -170,7 +170,8 @@ class GPTForgeMLP(nn.Module):
         self.act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.silu_gate and torch.is_grad_enabled():
+        # compiled graphs keep the plain ops: Inductor's partitioner already chooses what to save and recomputes silu
+        if self.silu_gate and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return self.down_proj(SiLUMul.apply(self.gate_proj(x), self.up_proj(x)))
         if self.gated:
             return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
