@@ -152,7 +152,10 @@ class SiLUMul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gate, up = ctx.saved_tensors
-        return torch.ops.aten.silu_backward(grad * up, gate), grad * nn.functional.silu(gate)
+        grad_gate = grad * up
+        # in place, on buffers made here: two new tensors per call where autograd's backward allocates three
+        torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
+        return grad_gate, nn.functional.silu(gate).mul_(grad)
 
 
 class GPTForgeMLP(nn.Module):
