@@ -6,7 +6,7 @@ round-robin (the starting model rotating), so background load hits them alike. T
 spread (min-max) of the measured rounds, and ratios gptforge / reference; a unit whose spread is wide measures again.
 
 Usage:
-    python -m benchmarks.run                 # the full run (`make bench`): about 5 minutes on 2 cores
+    python -m benchmarks.run                 # the full run (`make bench`): about 7 minutes on 2 cores
     python -m benchmarks.run --quick         # a smoke run: shape small only, fewer rounds, no compilation
     python -m benchmarks.run --sections train,memory --shapes gpt2s --memory-shapes gpt2s-b8 --wait-idle 30
 
@@ -20,8 +20,8 @@ Measured:
   freed between steps (Trainer's default) and kept, and the process total, at `small`, `gpt2s` and `gpt2s-b8` (gpt2s
   at batch 8, where logits rather than gradients dominate; the Llama pair only, to keep the run short);
 - decoding: tokens/s of greedy `generate` (prompt 32, 128 new tokens) at batch 1 and 8, dynamic and static cache;
-  with the static cache gptforge runs the compiled decode step (`gptforge.cpu_compile_config()`, the documented path), Llama runs what
-  `generate` does by default on CPU (eager); the compile time is reported, not counted;
+  with the static cache gptforge runs the compiled decode step (`gptforge.cpu_compile_config()`, the documented
+  path), Llama runs what `generate` does by default on CPU (eager); the compile time is reported, not counted;
 - a sequence-length sweep (256 to 2048, 2048 tokens per step) of training tokens/s, plotted to runs/bench/sweep.png.
 
 Outputs: the table on stdout, then one JSON line; runs/bench/bench.json (latest), runs/bench/history.jsonl.

@@ -152,6 +152,9 @@ class SiLUMul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gate, up = ctx.saved_tensors
+        if torch.is_grad_enabled():  # backward(create_graph=True): silu's derivative in ops autograd can differentiate
+            sigmoid = torch.sigmoid(gate)
+            return grad * up * sigmoid * (1 + gate * (1 - sigmoid)), grad * nn.functional.silu(gate)
         grad_gate = grad * up
         # in place, on buffers made here: two new tensors per call where autograd's backward allocates three
         torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)

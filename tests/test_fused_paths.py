@@ -205,6 +205,19 @@ def test_silu_mul_is_bitwise_the_plain_ops(dtype):
         assert torch.equal(ours, reference)
 
 
+def test_silu_mul_has_second_derivatives():
+    """`create_graph=True` (gradient penalties, meta-learning) differentiates the backward itself."""
+    torch.manual_seed(0)
+    gate, up = torch.randn(4, 6, dtype=torch.float64, requires_grad=True), torch.randn(4, 6, dtype=torch.float64)
+    up.requires_grad_(True)
+    results = []
+    for product in (SiLUMul.apply, lambda g, u: nn.functional.silu(g) * u):
+        grads = torch.autograd.grad(product(gate, up).square().sum(), (gate, up), create_graph=True)
+        results.append(torch.autograd.grad(sum(g.square().sum() for g in grads), (gate, up)))
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference)
+
+
 def saved_intermediate_tensors(mlp: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """The MLP's output, and how many (tokens, intermediate)-sized tensors its forward keeps for backward."""
     saved = []
