@@ -1,6 +1,7 @@
 """Input and file validation for `modeling_gptforge`: `check_inputs` and `check_positions` reject a bad forward call
-with a message naming the bad value (instead of a shape error deep inside an embedding, or a device-side assert), and
-`unreadable_safetensors` names the corrupted weights file when loading fails.
+with a message naming the bad value (instead of a shape error deep inside an embedding, or a device-side assert);
+`loading_error` and `check_loaded_keys` make `from_pretrained` name a corrupted weights file, mismatched shapes, and
+missing or unknown tensors.
 
 Separate from the modeling file so that file reads as the model, top to bottom; these checks hold no model logic. The
 flat remote-code copy (gptforge/hub.py) ships it as a sibling file, `checks_gptforge.py`.
@@ -12,6 +13,32 @@ import torch
 from safetensors import safe_open
 
 from ..configuration.configuration_gptforge import GPTForgeConfig
+
+
+def loading_error(exc: Exception, path) -> Exception | None:
+    """What `from_pretrained` should raise instead of `exc`, or None to re-raise it: an `OSError` naming a truncated or
+    corrupted safetensors file, a `ValueError` for tensor shapes that do not match config.json."""
+    if type(exc).__name__ == "SafetensorError":
+        return OSError(f"{unreadable_safetensors(path)}: {exc}")
+    if isinstance(exc, RuntimeError) and "ignore_mismatched_sizes" in str(exc):
+        return ValueError(
+            f"{path}: tensor shapes in the checkpoint do not match its config.json (the report above lists them)"
+        )
+    return None
+
+
+def check_loaded_keys(info: dict, path, class_name: str) -> None:
+    """Refuse a half-loaded model: Transformers only warns about missing or unexpected weights and re-initialises the
+    missing ones. A trunk tensor (`model.*`) missing from the checkpoint, or one the model does not know, raises; only
+    a task head (`lm_head`, `score`) may be missing or extra, as when a causal-LM checkpoint starts a classifier."""
+    heads = ("lm_head", "score")
+    for kind, where in (("missing_keys", "missing from"), ("unexpected_keys", "unknown to the model, in")):
+        trunk = sorted(k for k in info[kind] if k.split(".")[0] not in heads)
+        if trunk:
+            raise ValueError(
+                f"{path}: {len(trunk)} tensor(s) {where} the checkpoint: {trunk[:8]}; the folder does not hold a "
+                f"complete {class_name} (pass strict=False to load it anyway, with missing tensors freshly initialised)"
+            )
 
 
 def unreadable_safetensors(folder) -> str:

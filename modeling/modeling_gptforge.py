@@ -45,7 +45,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from ..configuration.configuration_gptforge import GPTForgeConfig
-from .checks_gptforge import check_inputs, check_positions, unreadable_safetensors
+from .checks_gptforge import check_inputs, check_loaded_keys, check_positions, loading_error
 from .loss_gptforge import chunked_causal_lm_loss
 
 # Below this release a forward that never sees `cache=` decodes wrongly without an error, so refuse at import time.
@@ -331,38 +331,22 @@ class GPTForgePreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, strict: bool = True, **kwargs):
-        """Transformers' loader, made strict for gptforge folders.
-
-        Transformers only warns about missing or unexpected weights and re-initialises the missing ones; for a
-        gptforge folder that means a silently half-loaded model. Here a trunk tensor (`model.*`) missing from the
-        checkpoint, or one the model does not know, is a `ValueError` naming the tensors; only a task head (`lm_head`,
-        `score`) may be missing or extra, as when a causal-LM checkpoint starts a classifier. `strict=False` restores
-        Transformers' lenient behaviour. A truncated or corrupted safetensors file raises an `OSError` naming it.
-        """
+        """Transformers' loader, made strict for gptforge folders: a trunk tensor missing from the checkpoint or unknown
+        to the model is a `ValueError` naming the tensors, where Transformers would warn and leave a half-loaded model
+        (`check_loaded_keys`; `strict=False` restores the lenient behaviour); a truncated or corrupted safetensors file
+        is an `OSError` naming it."""
         output_loading_info = kwargs.pop("output_loading_info", False)
         try:
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
             )
         except Exception as exc:
-            if type(exc).__name__ == "SafetensorError":
-                raise OSError(f"{unreadable_safetensors(pretrained_model_name_or_path)}: {exc}") from exc
-            if isinstance(exc, RuntimeError) and "ignore_mismatched_sizes" in str(exc):
-                raise ValueError(
-                    f"{pretrained_model_name_or_path}: tensor shapes in the checkpoint do not match its config.json "
-                    "(the report above lists them)"
-                ) from exc
-            raise
+            error = loading_error(exc, pretrained_model_name_or_path)
+            if error is None:
+                raise
+            raise error from exc
         if strict:
-            heads = ("lm_head", "score")
-            for kind, where in (("missing_keys", "missing from"), ("unexpected_keys", "unknown to the model, in")):
-                trunk = sorted(k for k in info[kind] if k.split(".")[0] not in heads)
-                if trunk:
-                    raise ValueError(
-                        f"{pretrained_model_name_or_path}: {len(trunk)} tensor(s) {where} the checkpoint: {trunk[:8]}; "
-                        f"the folder does not hold a complete {cls.__name__} (pass strict=False to load it anyway, "
-                        "with missing tensors freshly initialised)"
-                    )
+            check_loaded_keys(info, pretrained_model_name_or_path, cls.__name__)
         return (model, info) if output_loading_info else model
 
     # >>> gptforge package only: removed from the flat remote-code copy (gptforge/hub.py)
