@@ -141,7 +141,7 @@ class SiLUMul(torch.autograd.Function):
 
     Autograd would also keep `silu(gate)`: a third (tokens, intermediate) tensor per layer, the largest activations of
     a SwiGLU model (a quarter of its MLP's). The backward runs the kernels autograd runs, in its order, so values and
-    gradients are bit-identical to the plain ops (tests/test_fused_paths.py).
+    gradients are bit-identical to the plain ops (tests/test_fused_paths.py); second derivatives work too.
     """
 
     @staticmethod

@@ -208,8 +208,8 @@ def test_silu_mul_is_bitwise_the_plain_ops(dtype):
 def test_silu_mul_has_second_derivatives():
     """`create_graph=True` (gradient penalties, meta-learning) differentiates the backward itself."""
     torch.manual_seed(0)
-    gate, up = torch.randn(4, 6, dtype=torch.float64, requires_grad=True), torch.randn(4, 6, dtype=torch.float64)
-    up.requires_grad_(True)
+    gate = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     results = []
     for product in (SiLUMul.apply, lambda g, u: nn.functional.silu(g) * u):
         grads = torch.autograd.grad(product(gate, up).square().sum(), (gate, up), create_graph=True)
