@@ -43,7 +43,7 @@ import torch
 import transformers
 
 import gptforge
-from gptforge import cpu_compile_config
+from gptforge import compile_blocks, cpu_compile_config
 
 from .measure import (
     MATMUL_PROBE_SIZE,
@@ -85,12 +85,6 @@ def machine() -> dict:
     }
 
 
-def compile_blocks(model) -> None:
-    """Wrap every decoder block in `torch.compile` (`layer.compile()`: one graph serves all blocks)."""
-    for layer in model.model.layers:
-        layer.compile(dynamic=False)
-
-
 def wide(samples: dict[str, Samples], work: float) -> bool:
     return any((r["max"] - r["min"]) / r["median"] > WIDE_SPREAD for r in (s.rate(work) for s in samples.values()))
 
@@ -104,7 +98,7 @@ def unit_train(report: Report, shape: Shape, rounds: int, warmup: int, compiled:
         models.update(model_pair(family, shape))
     if compiled:  # the Llama pair only: compiling is slow on 2 cores, and the goals are against Llama
         for label, model in model_pair("llama", shape).items():
-            compile_blocks(model)
+            compile_blocks(model, dynamic=False)  # the benchmark's shapes never change
             models[label + "+compile"] = model
     torch.manual_seed(1)
     ids = torch.randint(0, shape.vocab, (shape.batch, shape.seq))

@@ -13,8 +13,8 @@ from transformers import (
     AutoTokenizer,
 )
 
+from .compiling import compile_blocks, cpu_compile_config
 from .configuration import PRESETS, GPTForgeConfig
-from .generation import cpu_compile_config
 from .modeling import (
     GPTForgeForCausalLM,
     GPTForgeForSequenceClassification,
@@ -63,5 +63,6 @@ __all__ = [
     "to_transformers",
     "train_tokenizer",
     "cpu_compile_config",
+    "compile_blocks",
     "__version__",
 ]

@@ -47,6 +47,7 @@ from transformers import (  # noqa: E402
     set_seed,
 )
 
+from ..compiling import compile_blocks  # noqa: E402
 from ..configuration import GPTForgeConfig  # noqa: E402
 from ..tokenization import train_tokenizer  # noqa: E402
 from . import data as data_lib  # noqa: E402
@@ -288,6 +289,7 @@ def main(
     logging_steps: int = 10,
     precision: str = "auto",
     gradient_checkpointing: bool = False,
+    compile: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     report_to: str = "none",
@@ -411,6 +413,8 @@ def main(
     model.generation_config.eos_token_id = model_config.eos_token_id
     model.generation_config.pad_token_id = model_config.pad_token_id
     n_params = model.num_parameters()
+    if compile:
+        compile_blocks(model)  # in place: checkpoints keep the eager names
 
     trainer = GPTForgeTrainer(
         model=model,
@@ -532,6 +536,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", default="auto", choices=["auto", "bf16", "fp32"], help="auto: bf16 where the GPU supports it"
     )
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each decoder block (faster steps after a first one that compiles; see README Performance)",
+    )
     # --- evaluation, checkpoints, logging ---
     parser.add_argument("--eval-steps", type=int, default=100, help="evaluate (loss, perplexity) every N steps")
     parser.add_argument("--save-steps", type=int, default=100, help="write a checkpoint every N steps")
@@ -571,6 +580,7 @@ def run(args: argparse.Namespace) -> int:
             logging_steps=args.logging_steps,
             precision=args.precision,
             gradient_checkpointing=args.gradient_checkpointing,
+            compile=args.compile,
             resume=args.resume,
             overwrite=args.overwrite,
             report_to=args.report_to,
