@@ -56,6 +56,37 @@ if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < MIN_TR
     )
 
 
+class RMSNormFunction(torch.autograd.Function):
+    """fp32 RMSNorm for training: the forward runs `F.rms_norm`'s own kernels (bit-identical output), but only `x`
+    and `1/rms` are kept for backward, which recomputes the normalised `x` and takes the gradient in closed form.
+
+    Autograd through `F.rms_norm` (a composite of six kernels on CPU) also keeps the normalised `x`, a (tokens,
+    hidden) tensor per norm, and runs a dozen backward kernels; here it is nine. The input gradient differs from
+    autograd's in the last bits (another summation order); tests/test_fused_paths.py bounds it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # (..., 1)
+        ctx.save_for_backward(x, rstd, weight)
+        ctx.eps = eps
+        return x * rstd * weight
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        x, rstd, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():  # backward(create_graph=True): rstd again from x, so its dependence on x is seen
+            rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + ctx.eps)
+        normed = x * rstd
+        grad_weight = (grad * normed).sum(dim=tuple(range(grad.dim() - 1))) if ctx.needs_input_grad[1] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            # d/dx of w * x * rstd(x): rstd * (g - normed * mean(g * normed)), with g = grad * w
+            grad_normed = grad * weight
+            grad_x = (grad_normed - normed * (grad_normed * normed).mean(-1, keepdim=True)) * rstd
+        return grad_x, grad_weight, None
+
+
 class GPTForgeRMSNorm(nn.Module):
     """RMSNorm as in Llama: normalise in fp32, scale in the input dtype (bit-for-bit what LlamaRMSNorm does)."""
 
@@ -66,7 +97,9 @@ class GPTForgeRMSNorm(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if hidden_states.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            # one op instead of six, and bit-for-bit the same numbers in fp32 (tests/test_fused_paths.py)
+            # bit-for-bit the same numbers in fp32 (tests/test_fused_paths.py); in eager training, less kept for backward
+            if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                return RMSNormFunction.apply(hidden_states, self.weight, self.variance_epsilon)
             return nn.functional.rms_norm(hidden_states, self.weight.shape, self.weight, self.variance_epsilon)
         input_dtype = hidden_states.dtype
         hidden_states = hidden_states.to(torch.float32)

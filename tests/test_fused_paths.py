@@ -1,5 +1,5 @@
 """Every fast path of the model against the plain path it replaces: the chunked LM-head loss (loss and every
-gradient), the one-op RMSNorm, the memory-saving SwiGLU product, and the mask-free SDPA path for unpadded inputs."""
+gradient), the RMSNorm paths, the memory-saving SwiGLU product, and the mask-free SDPA path for unpadded inputs."""
 
 import pytest
 import torch
@@ -11,7 +11,13 @@ from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from gptforge import GPTForgeForCausalLM
-from gptforge.modeling.modeling_gptforge import GPTForgeMLP, GPTForgeRMSNorm, SiLUMul, chunked_causal_lm_loss
+from gptforge.modeling.modeling_gptforge import (
+    GPTForgeMLP,
+    GPTForgeRMSNorm,
+    RMSNormFunction,
+    SiLUMul,
+    chunked_causal_lm_loss,
+)
 
 # fp32 sums in a different order: ulp-level differences on O(1) values
 LOSS_TOL = dict(atol=1e-6, rtol=1e-6)
@@ -184,11 +190,38 @@ def test_fp32_rmsnorm_is_bitwise_llamas(shape):
         llama.weight.copy_(ours.weight)
     x = torch.randn(shape) * 3
     assert torch.equal(ours(x), llama(x))
-    x.requires_grad_(True)
+    x.requires_grad_(True)  # now through RMSNormFunction: the same output, gradients within fp32 rounding
+    assert torch.equal(ours(x), llama(x))
     grad = torch.randn(shape)
-    (ours_grad,) = torch.autograd.grad(ours(x), x, grad)
-    (llama_grad,) = torch.autograd.grad(llama(x), x, grad)
-    torch.testing.assert_close(ours_grad, llama_grad, atol=1e-6, rtol=1e-5)
+    ours_grads = torch.autograd.grad(ours(x), (x, ours.weight), grad)
+    llama_grads = torch.autograd.grad(llama(x), (x, llama.weight), grad)
+    for mine, reference in zip(ours_grads, llama_grads):
+        torch.testing.assert_close(mine, reference, atol=1e-6, rtol=1e-5)
+
+
+def test_rmsnorm_keeps_its_input_not_the_normalised_input_for_backward():
+    norm = GPTForgeRMSNorm(24)
+    x = torch.randn(2, 5, 24, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        norm(x)
+    assert [t.shape for t in saved if t.shape == x.shape] == [x.shape]  # x only (autograd's also keeps x * rstd)
+    assert any(t is x or t.data_ptr() == x.data_ptr() for t in saved)
+
+
+def test_rmsnorm_function_second_derivatives_and_frozen_inputs():
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    results = []
+    for norm in (RMSNormFunction.apply, lambda x, w, eps: nn.functional.rms_norm(x, w.shape, w, eps)):
+        grads = torch.autograd.grad(norm(x, weight, 1e-6).sin().sum(), (x, weight), create_graph=True)
+        results.append(torch.autograd.grad(sum(g.square().sum() for g in grads), (x, weight)))
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference)
+    (weight_only,) = torch.autograd.grad(RMSNormFunction.apply(x.detach(), weight, 1e-6).sum(), weight)
+    (reference,) = torch.autograd.grad(nn.functional.rms_norm(x.detach(), (8,), weight, 1e-6).sum(), weight)
+    torch.testing.assert_close(weight_only, reference)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
