@@ -13,8 +13,8 @@ vanilla GPT (nanoGPT's `model.py`):
 - forward accepts the cache as `cache=` (what Transformers 5.24's `generate` passes) and as `past_key_values=`;
 - without explicit `position_ids`, a 2D attention mask sets them (left padding keeps learned positions right);
 - training with `labels` runs the LM head and the loss in row chunks (`ChunkedLinearCrossEntropy`: the same loss and
-  gradients without full-vocabulary logits, which are then not returned); SwiGLU keeps two of its three intermediate
-  tensors for backward (`SiLUMul`); unpadded inputs skip the attention mask so SDPA takes its causal kernel
+  gradients without full-vocabulary logits, which are then not returned); SwiGLU and RMSNorm keep less for backward
+  (`SiLUMul`, `RMSNormFunction`); unpadded inputs skip the attention mask so SDPA takes its causal kernel
   (tests/test_fused_paths.py holds each fast path to the plain one).
 
 Two self-contained parts live in sibling files, imported here: the chunked loss (`loss_gptforge.py`) and the
@@ -57,7 +57,7 @@ if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < MIN_TR
 
 
 class RMSNormFunction(torch.autograd.Function):
-    """fp32 RMSNorm for training: the forward runs `F.rms_norm`'s own kernels (bit-identical output), but only `x`
+    """fp32 RMSNorm for CPU training: the forward runs `F.rms_norm`'s own kernels (bit-identical output), but only `x`
     and `1/rms` are kept for backward, which recomputes the normalised `x` and takes the gradient in closed form.
 
     Autograd through `F.rms_norm` (a composite of six kernels on CPU) also keeps the normalised `x`, a (tokens,
@@ -97,8 +97,9 @@ class GPTForgeRMSNorm(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if hidden_states.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            # bit-for-bit the same numbers in fp32 (tests/test_fused_paths.py); in eager training, less kept for backward
-            if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # bit-for-bit the same numbers in fp32 (tests/test_fused_paths.py). Eager CPU training keeps less for
+            # backward; on CUDA, `rms_norm` has a fused kernel of its own, which a six-kernel forward would not beat.
+            if hidden_states.device.type == "cpu" and torch.is_grad_enabled() and not torch.compiler.is_compiling():
                 return RMSNormFunction.apply(hidden_states, self.weight, self.variance_epsilon)
             return nn.functional.rms_norm(hidden_states, self.weight.shape, self.weight, self.variance_epsilon)
         input_dtype = hidden_states.dtype
