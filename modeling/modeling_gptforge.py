@@ -56,6 +56,13 @@ if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < MIN_TR
     )
 
 
+def eager_autograd() -> bool:
+    """Whether autograd records this forward outside `torch.compile`: when the hand-written backward paths below
+    (`RMSNormFunction`, `SiLUMul`, the chunked loss) apply. Inference needs none of them, and compiled graphs keep the
+    plain ops, whose saving and recomputing Inductor's partitioner already decides."""
+    return torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 class RMSNormFunction(torch.autograd.Function):
     """fp32 RMSNorm for CPU training: the forward runs `F.rms_norm`'s own kernels (bit-identical output), but only `x`
     and `1/rms` are kept for backward, which recomputes the normalised `x` and takes the gradient in closed form.
@@ -99,7 +106,7 @@ class GPTForgeRMSNorm(nn.Module):
         if hidden_states.dtype == torch.float32 and self.weight.dtype == torch.float32:
             # bit-for-bit the same numbers in fp32 (tests/test_fused_paths.py). Eager CPU training keeps less for
             # backward; on CUDA, `rms_norm` has a fused kernel of its own, which a six-kernel forward would not beat.
-            if hidden_states.device.type == "cpu" and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            if hidden_states.device.type == "cpu" and eager_autograd():
                 return RMSNormFunction.apply(hidden_states, self.weight, self.variance_epsilon)
             return nn.functional.rms_norm(hidden_states, self.weight.shape, self.weight, self.variance_epsilon)
         input_dtype = hidden_states.dtype
@@ -210,8 +217,7 @@ class GPTForgeMLP(nn.Module):
         self.act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # compiled graphs keep the plain ops: Inductor's partitioner already chooses what to save and recomputes silu
-        if self.silu_gate and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        if self.silu_gate and eager_autograd():
             return self.down_proj(SiLUMul.apply(self.gate_proj(x), self.up_proj(x)))
         if self.gated:
             return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
@@ -581,7 +587,7 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
     def _can_chunk_loss(self) -> bool:
         """The chunked loss reads `lm_head.weight` directly, so it is only taken when that is all the head does: a
         plain `nn.Linear` without hooks (not wrapped by PEFT, FSDP or tensor parallelism), the standard causal-LM loss,
-        and no `torch.compile` tracing (compiled models keep the plain, traceable path)."""
+        and gradients recorded outside `torch.compile` (`eager_autograd`; compiled models keep the plain path)."""
         head = self.lm_head
         return (
             self.config.loss_chunk_size != 0
@@ -590,7 +596,7 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
             and type(head.weight) is nn.Parameter
             and not (head._forward_hooks or head._forward_pre_hooks)
             and self.loss_function is ForCausalLMLoss
-            and not torch.compiler.is_compiling()
+            and eager_autograd()
         )
 
     def forward(
@@ -637,7 +643,7 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
                 targets = kwargs["shift_labels"] if kwargs.get("shift_labels") is not None else labels[:, 1:]
                 kwargs["num_items_in_batch"] = (targets != ignore_index).sum().clamp(min=1)
             all_positions = isinstance(logits_to_keep, int) and logits_to_keep == 0
-            if self.training and torch.is_grad_enabled() and all_positions and self._can_chunk_loss():
+            if self.training and all_positions and self._can_chunk_loss():
                 rows = self.config.loss_chunk_size
                 loss = chunked_causal_lm_loss(hidden_states, self.lm_head.weight, labels, chunk_rows=rows, **kwargs)
         if loss is None:
