@@ -416,10 +416,10 @@ def _table(rows: Iterable[tuple[str, str]], header: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
-TRUST_REMOTE_CODE_NOTE = """\
+TRUST_REMOTE_CODE_NOTE = f"""\
 `trust_remote_code=True` lets Transformers import and run the Python files of this repository
-(`configuration_gptforge.py`, `modeling_gptforge.py`, `loss_gptforge.py`, `checks_gptforge.py`,
-`tokenization_gptforge.py`) on your machine, with your permissions. gptforge generates them from its own package source at save time. They import only torch,
+({", ".join(f"`{name}.py`" for name in FLAT_MODULES)}) on your machine, with your permissions. gptforge
+generates them from its own package source at save time. They import only torch,
 transformers, packages transformers itself requires (tokenizers, huggingface_hub, safetensors), the Python standard
 library and each other, and they contain no network, subprocess, `eval`/`exec` or file-writing code. The weights
 are safetensors only, never pickle. Read the files before you trust them, and pin `revision=` to a commit you have
