@@ -5,7 +5,7 @@ code, so both start from the same weights and compute the same function (the ben
 generated tokens agree before timing them).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
@@ -37,10 +37,9 @@ SHAPES = {
                    gpt2_intermediate=1024),
     "gpt2s": Shape("gpt2s", vocab=50257, hidden=768, layers=12, heads=12, seq=256, batch=2, llama_intermediate=2048,
                    gpt2_intermediate=3072),
-    # memory only: gpt2s at batch 8, where the (tokens, vocab) logits outweigh the gradients (at batch 2 they do not)
-    "gpt2s-b8": Shape("gpt2s-b8", vocab=50257, hidden=768, layers=12, heads=12, seq=256, batch=8,
-                      llama_intermediate=2048, gpt2_intermediate=3072),
 }  # fmt: skip
+# memory only: gpt2s at batch 8, where the (tokens, vocab) logits outweigh the gradients (at batch 2 they do not)
+SHAPES["gpt2s-b8"] = replace(SHAPES["gpt2s"], name="gpt2s-b8", batch=8)
 
 # family -> (reference label, gptforge label)
 FAMILIES = {"llama": ("Llama", "gptforge"), "gpt2": ("GPT-2", "gptforge-gpt2")}

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -206,7 +207,7 @@ def unit_decode(
 
 def unit_sweep(report: Report, seqs: list[int], rounds: int, idle_wait: float) -> None:
     for seq in seqs:
-        shape = Shape(**{**SHAPES["small"].__dict__, "name": "small", "seq": seq, "batch": SWEEP_TOKENS // seq})
+        shape = replace(SHAPES["small"], seq=seq, batch=SWEEP_TOKENS // seq)
         models = {}
         for family in FAMILIES:
             models.update(model_pair(family, shape, max_positions=max(seqs)))
