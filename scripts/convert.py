@@ -11,8 +11,8 @@ Usage:
 """
 
 import argparse
-import json
 import os
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,41 +20,42 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..modeling.conversion import from_transformers
-from .export import TOKENIZER_COPY_FILES, copy_present
+from ..training.folders import SUPPORTED_MODEL_TYPES, TOKENIZER_COPY_FILES, copy_present, source_model_type
+from ..training.options import add_dataclass_arguments, from_namespace, option, typed_main
 
 HELP = "convert a native GPT-2 or Llama folder (Transformers format) into a gptforge folder"
 
-SUPPORTED_MODEL_TYPES = ("gpt2", "llama")
+
+@dataclass
+class ConvertOptions:
+    """Every flag of `gptforge convert`, and the keywords of `main`."""
+
+    source: str | os.PathLike = option(help="native GPT-2 or Llama folder (config.json + safetensors)")
+    output_dir: str | os.PathLike = option(help="gptforge folder to write", flags=["--out", "--output-dir"])
+    _: KW_ONLY
+    verify: bool = option(True, "skip the logits comparison with the source", flags=["--no-verify"])
+    seed: int = option(0, "seeds the verification batch")
 
 
-def source_model_type(folder: str | os.PathLike) -> str:
-    """The `model_type` in `folder/config.json`; `FileNotFoundError` naming the file when there is none."""
-    config_path = Path(folder) / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"no model at {str(folder)!r}: looked for {str(config_path)!r}")
-    return json.loads(config_path.read_text()).get("model_type", "")
-
-
-def main(
-    source: str | os.PathLike, output_dir: str | os.PathLike, *, verify: bool = True, seed: int = 0
-) -> dict[str, Any]:
+@typed_main(ConvertOptions)
+def main(options: ConvertOptions) -> dict[str, Any]:
     """Convert and save; return `{"output_dir", "source_model_type", "num_parameters", "max_abs_logit_diff"}`.
 
     Verification runs the two models on the same random tokens: conversion is exact, so anything above float
     rounding (1e-4 in fp32) is a bug and raises.
     """
-    model_type = source_model_type(source)
+    model_type = source_model_type(options.source)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
-            f"{str(source)!r} holds a {model_type!r} model; convert reads {', '.join(SUPPORTED_MODEL_TYPES)} "
+            f"{str(options.source)!r} holds a {model_type!r} model; convert reads {', '.join(SUPPORTED_MODEL_TYPES)} "
             "(a gptforge folder needs no conversion)"
         )
-    native = AutoModelForCausalLM.from_pretrained(source).eval()
+    native = AutoModelForCausalLM.from_pretrained(options.source).eval()
     converted = from_transformers(native).eval()
 
     max_diff = None
-    if verify:
-        generator = torch.Generator().manual_seed(seed)
+    if options.verify:
+        generator = torch.Generator().manual_seed(options.seed)
         length = min(16, converted.config.max_position_embeddings)
         input_ids = torch.randint(0, converted.config.vocab_size, (2, length), generator=generator)
         with torch.no_grad():
@@ -68,17 +69,17 @@ def main(
                 "the conversion is wrong for this checkpoint"
             )
 
-    out = Path(output_dir)
+    out = Path(options.output_dir)
     converted.save_pretrained(out)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(options.source)
     except (OSError, ValueError) as exc:
         tokenizer = None
-        print(f"warning: no tokenizer could be loaded from {str(source)!r} ({exc}); copy one into {out}")
-    if tokenizer is not None and (Path(source) / "tokenizer.json").is_file():
+        print(f"warning: no tokenizer could be loaded from {str(options.source)!r} ({exc}); copy one into {out}")
+    if tokenizer is not None and (Path(options.source) / "tokenizer.json").is_file():
         # byte for byte: a load + save folds load-time state back in (a padding section in tokenizer.json comes back
         # as padding keys in tokenizer_config.json), so `export` -> `convert` -> `export` would change bytes
-        copy_present(Path(source), out, (*TOKENIZER_COPY_FILES, "tokenizer_config.json"))
+        copy_present(Path(options.source), out, (*TOKENIZER_COPY_FILES, "tokenizer_config.json"))
     elif tokenizer is not None:  # vocab.json + merges.txt only, or a Hub id: Transformers writes tokenizer.json
         tokenizer.save_pretrained(out)
 
@@ -97,12 +98,9 @@ def main(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", required=True, help="native GPT-2 or Llama folder (config.json + safetensors)")
-    parser.add_argument("--out", "--output-dir", dest="output_dir", required=True, help="gptforge folder to write")
-    parser.add_argument("--no-verify", action="store_true", help="skip the logits comparison with the source")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the verification batch")
+    add_dataclass_arguments(parser, ConvertOptions)
 
 
 def run(args: argparse.Namespace) -> int:
-    main(args.source, args.output_dir, verify=not args.no_verify, seed=args.seed)
+    main.__wrapped__(from_namespace(ConvertOptions, args))
     return 0

@@ -22,9 +22,11 @@ import argparse
 import json
 import os
 import time
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..training.options import add_dataclass_arguments, from_namespace, option, typed_main
 from . import evaluate, finetune, generate, pretrain, train_tokenizer
 
 HELP = "the main job: tokenizer, pretrain tiny, generate, perplexity, classifier vs baseline (CPU, minutes)"
@@ -39,32 +41,41 @@ PROMPTS = [
 REPETITION_PENALTY = 1.2
 
 
-def main(
-    output_dir: str | os.PathLike = "runs/demo",
-    *,
-    vocab_size: int = 4096,
-    pretrain_steps: int = 800,
-    block_size: int = 256,
-    batch_size: int = 16,
-    learning_rate: float = 3e-3,
-    overrides: list[str] | None = None,
-    max_new_tokens: int = 48,
-    eval_documents: int | None = None,
-    classifier_epochs: float = 2.0,
-    classifier_train_samples: int | None = 3000,
-    classifier_eval_samples: int | None = 1000,
-    classifier_max_length: int = 128,
-    classifier_learning_rate: float = 1e-3,
-    max_files: int | None = None,
-    seed: int = 0,
-    cache_dir: str | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
+@dataclass
+class DemoOptions:
+    """Every flag of `gptforge demo`, and the keywords of `main`."""
+
+    output_dir: str | os.PathLike = option("runs/demo", "folder for everything", flags=["--out", "--output-dir"])
+    _: KW_ONLY
+    # --- language model ---
+    vocab_size: int = option(4096, "tokenizer vocabulary")
+    pretrain_steps: int = option(800, "optimizer steps of pretraining")
+    block_size: int = option(256, "tokens per training block")
+    batch_size: int = option(16, "blocks per step")
+    learning_rate: float = option(3e-3, "peak pretraining learning rate")
+    overrides: list[str] | None = option(None, "override the tiny config", flags=["--set"], metavar="FIELD=VALUE")
+    max_new_tokens: int = option(48, "tokens generated per prompt")
+    eval_documents: int | None = option(None, "validation files scored for perplexity (default: all)")
+    # --- classifier ---
+    classifier_epochs: float = option(2.0, "fine-tuning epochs")
+    classifier_train_samples: int | None = option(3000, "training chunks (seeded subset)")
+    classifier_eval_samples: int | None = option(1000, "validation chunks (seeded subset)")
+    classifier_max_length: int = option(128, "tokens per chunk")
+    classifier_learning_rate: float = option(1e-3, "fine-tuning learning rate")
+    # --- misc ---
+    max_files: int | None = option(None, "use this many stdlib files (smoke runs)")
+    seed: int = option(0, "seed of every stage")
+    cache_dir: str | None = option(None, "datasets cache folder")
+    progress: bool = option(False, "show Trainer progress bars")
+
+
+@typed_main(DemoOptions)
+def main(options: DemoOptions) -> dict[str, Any]:
     """Run every stage and return the figures (`perplexity`, `accuracy`, `majority_baseline`, times, ...).
 
     The stages call the subcommands' own `main`s, so the demo exercises exactly what users run.
     """
-    out = Path(output_dir)
+    out = Path(options.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     started = time.perf_counter()
@@ -74,7 +85,11 @@ def main(
 
     print("== 1/5 tokenizer ==")
     tok = train_tokenizer.main(
-        out / "tokenizer", vocab_size=vocab_size, max_files=max_files, seed=seed, cache_dir=cache_dir
+        out / "tokenizer",
+        vocab_size=options.vocab_size,
+        max_files=options.max_files,
+        seed=options.seed,
+        cache_dir=options.cache_dir,
     )
     stage("tokenizer")
 
@@ -83,29 +98,34 @@ def main(
         out / "pretrain",
         tokenizer=out / "tokenizer",
         preset="tiny",
-        overrides=overrides,
-        max_files=max_files,
-        block_size=block_size,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
+        overrides=options.overrides,
+        max_files=options.max_files,
+        block_size=options.block_size,
+        batch_size=options.batch_size,
+        learning_rate=options.learning_rate,
         warmup_steps=0.1,
-        max_steps=pretrain_steps,
-        eval_steps=max(1, pretrain_steps // 4),
+        max_steps=options.pretrain_steps,
+        eval_steps=max(1, options.pretrain_steps // 4),
         max_eval_blocks=64,
-        save_steps=max(1, pretrain_steps // 2),
+        save_steps=max(1, options.pretrain_steps // 2),
         save_total_limit=2,
-        logging_steps=max(1, pretrain_steps // 40),
+        logging_steps=max(1, options.pretrain_steps // 40),
         overwrite=True,
-        seed=seed,
-        cache_dir=cache_dir,
-        progress=progress,
+        seed=options.seed,
+        cache_dir=options.cache_dir,
+        progress=options.progress,
     )
     final = Path(lm["final_dir"])
     stage("pretrain")
 
     print(f"== 3/5 generate (greedy, repetition penalty {REPETITION_PENALTY}) ==")
     generations = generate.main(
-        final, PROMPTS, max_new_tokens=max_new_tokens, repetition_penalty=REPETITION_PENALTY, batch_size=1, seed=seed
+        final,
+        PROMPTS,
+        max_new_tokens=options.max_new_tokens,
+        repetition_penalty=REPETITION_PENALTY,
+        batch_size=1,
+        seed=options.seed,
     )
     (out / "generations.json").write_text(json.dumps(generations, indent=2) + "\n")
     stage("generate")
@@ -113,12 +133,12 @@ def main(
     print("== 4/5 validation perplexity ==")
     ppl = evaluate.main(
         final,
-        max_files=max_files,
-        block_size=block_size,
-        stride=block_size // 2,
-        max_documents=eval_documents,
-        seed=seed,
-        cache_dir=cache_dir,
+        max_files=options.max_files,
+        block_size=options.block_size,
+        stride=options.block_size // 2,
+        max_documents=options.eval_documents,
+        seed=options.seed,
+        cache_dir=options.cache_dir,
     )
     stage("evaluate")
 
@@ -127,17 +147,17 @@ def main(
         final,
         out / "classifier",
         task="classify",
-        max_files=max_files,
-        max_length=classifier_max_length,
-        max_train_samples=classifier_train_samples,
-        max_eval_samples=classifier_eval_samples,
-        epochs=classifier_epochs,
-        learning_rate=classifier_learning_rate,
+        max_files=options.max_files,
+        max_length=options.classifier_max_length,
+        max_train_samples=options.classifier_train_samples,
+        max_eval_samples=options.classifier_eval_samples,
+        epochs=options.classifier_epochs,
+        learning_rate=options.classifier_learning_rate,
         batch_size=32,
         logging_steps=10,
-        seed=seed,
-        cache_dir=cache_dir,
-        progress=progress,
+        seed=options.seed,
+        cache_dir=options.cache_dir,
+        progress=options.progress,
     )
     stage("finetune")
     times["total"] = round(time.perf_counter() - started, 1)
@@ -177,52 +197,9 @@ def main(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", "--output-dir", dest="output_dir", default="runs/demo", help="folder for everything")
-    # --- language model ---
-    parser.add_argument("--vocab-size", type=int, default=4096, help="tokenizer vocabulary")
-    parser.add_argument("--pretrain-steps", type=int, default=800, help="optimizer steps of pretraining")
-    parser.add_argument("--block-size", type=int, default=256, help="tokens per training block")
-    parser.add_argument("--batch-size", type=int, default=16, help="blocks per step")
-    parser.add_argument("--learning-rate", type=float, default=3e-3, help="peak pretraining learning rate")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE", help="override the tiny config"
-    )
-    parser.add_argument("--max-new-tokens", type=int, default=48, help="tokens generated per prompt")
-    parser.add_argument(
-        "--eval-documents", type=int, default=None, help="validation files scored for perplexity (default: all)"
-    )
-    # --- classifier ---
-    parser.add_argument("--classifier-epochs", type=float, default=2.0, help="fine-tuning epochs")
-    parser.add_argument("--classifier-train-samples", type=int, default=3000, help="training chunks (seeded subset)")
-    parser.add_argument("--classifier-eval-samples", type=int, default=1000, help="validation chunks (seeded subset)")
-    parser.add_argument("--classifier-max-length", type=int, default=128, help="tokens per chunk")
-    parser.add_argument("--classifier-learning-rate", type=float, default=1e-3, help="fine-tuning learning rate")
-    # --- misc ---
-    parser.add_argument("--max-files", type=int, default=None, help="use this many stdlib files (smoke runs)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
-    parser.add_argument("--cache-dir", default=None, help="datasets cache folder")
-    parser.add_argument("--progress", action="store_true", help="show Trainer progress bars")
+    add_dataclass_arguments(parser, DemoOptions)
 
 
 def run(args: argparse.Namespace) -> int:
-    main(
-        args.output_dir,
-        vocab_size=args.vocab_size,
-        pretrain_steps=args.pretrain_steps,
-        block_size=args.block_size,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        overrides=args.overrides,
-        max_new_tokens=args.max_new_tokens,
-        eval_documents=args.eval_documents,
-        classifier_epochs=args.classifier_epochs,
-        classifier_train_samples=args.classifier_train_samples,
-        classifier_eval_samples=args.classifier_eval_samples,
-        classifier_max_length=args.classifier_max_length,
-        classifier_learning_rate=args.classifier_learning_rate,
-        max_files=args.max_files,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        progress=args.progress,
-    )
+    main.__wrapped__(from_namespace(DemoOptions, args))
     return 0

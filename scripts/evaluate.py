@@ -14,14 +14,17 @@ Usage:
 import argparse
 import math
 import os
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
-from . import data as data_lib
-from .pretrain import check_block_size, load_tokenizer
+from ..training import encoding, sources
+from ..training.config import check_block_size
+from ..training.folders import load_tokenizer
+from ..training.options import DataOptions, add_dataclass_arguments, from_namespace, option, typed_main
 
 HELP = "perplexity of a model folder on a data source (sliding window over long texts)"
 
@@ -44,51 +47,50 @@ def windows(length: int, block_size: int, stride: int) -> list[tuple[int, int, i
     return spans
 
 
-def main(
-    model: str | os.PathLike,
-    *,
-    data: str | os.PathLike | None = None,
-    data_config: str | None = None,
-    text_column: str = data_lib.TEXT_COLUMN,
-    sample_by: str = "document",
-    validation_split: float = data_lib.DEFAULT_VALIDATION_SPLIT,
-    max_files: int | None = None,
-    split: str = "validation",
-    block_size: int | None = None,
-    stride: int | None = None,
-    batch_size: int = 16,
-    max_documents: int | None = None,
-    seed: int = 0,
-    cache_dir: str | None = None,
-) -> dict[str, Any]:
+@dataclass
+class EvaluateOptions(DataOptions):
+    """Every flag of `gptforge evaluate`, and the keywords of `main`."""
+
+    model: str | os.PathLike = option(help="model folder")
+    _: KW_ONLY
+    split: str = option("validation", "split to score (default: the held-out one)")
+    block_size: int | None = option(None, "window length (default: the model's positions, at most 1024)")
+    stride: int | None = option(None, "window step (default: half the window)")
+    batch_size: int = option(16, "windows per forward pass")
+    max_documents: int | None = option(None, "score a seeded subset of documents")
+    seed: int = option(0, "seeds the held-out split and the subset")
+
+
+@typed_main(EvaluateOptions)
+def main(options: EvaluateOptions) -> dict[str, Any]:
     """Return `{"perplexity", "loss", "tokens", "documents", "bytes_per_token"}` on the chosen split.
 
     The default split is the held-out one (the same split `pretrain` validated on, for the same data and seed).
     """
-    if not os.path.isdir(model):
-        raise FileNotFoundError(f"no model folder at {str(model)!r}")
-    tokenizer = load_tokenizer(model)
-    net = AutoModelForCausalLM.from_pretrained(model).eval()
-    block_size = block_size or min(net.config.max_position_embeddings, 1024)
+    if not os.path.isdir(options.model):
+        raise FileNotFoundError(f"no model folder at {str(options.model)!r}")
+    tokenizer = load_tokenizer(options.model)
+    net = AutoModelForCausalLM.from_pretrained(options.model).eval()
+    block_size = options.block_size or min(net.config.max_position_embeddings, 1024)
     check_block_size(block_size, net.config)
-    stride = stride or max(1, block_size // 2)
+    stride = options.stride or max(1, block_size // 2)
     if not 0 < stride <= block_size:
         raise ValueError(f"stride must be in (0, block_size={block_size}], got {stride}")
 
-    source = data_lib.describe_source(data)
-    raw = data_lib.load_texts(
-        data,
-        text_column,
-        data_config=data_config,
-        validation_split=validation_split,
-        sample_by=sample_by,
-        seed=seed,
-        cache_dir=cache_dir,
-        max_files=max_files,
+    source = sources.describe_source(options.data)
+    raw = sources.load_texts(
+        options.data,
+        options.text_column,
+        data_config=options.data_config,
+        validation_split=options.validation_split,
+        sample_by=options.sample_by,
+        seed=options.seed,
+        cache_dir=options.cache_dir,
+        max_files=options.max_files,
     )
-    if split not in raw:
-        raise ValueError(f"no {split!r} split in {source}; splits: {sorted(raw)}")
-    texts = list(data_lib.subsample(raw[split], max_documents, seed)[text_column])
+    if options.split not in raw:
+        raise ValueError(f"no {options.split!r} split in {source}; splits: {sorted(raw)}")
+    texts = list(encoding.subsample(raw[options.split], options.max_documents, options.seed)[options.text_column])
 
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     documents = [bos + ids for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
@@ -98,8 +100,8 @@ def main(
 
     total_nll, total_tokens = 0.0, 0
     pad = tokenizer.pad_token_id
-    for first in range(0, len(pieces), batch_size):
-        batch = pieces[first : first + batch_size]
+    for first in range(0, len(pieces), options.batch_size):
+        batch = pieces[first : first + options.batch_size]
         width = max(end - start for _, (start, end, _) in batch)
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -119,7 +121,7 @@ def main(
         total_tokens += int((targets[:, 1:] != -100).sum())
 
     if total_tokens == 0:
-        raise ValueError(f"the {split} split of {source} has no tokens to score")
+        raise ValueError(f"the {options.split} split of {source} has no tokens to score")
     loss = total_nll / total_tokens
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     summary = {
@@ -134,7 +136,7 @@ def main(
         "stride": stride,
     }
     print(
-        f"{split} perplexity {summary['perplexity']:.3f} (loss {loss:.4f} nats/token, "
+        f"{options.split} perplexity {summary['perplexity']:.3f} (loss {loss:.4f} nats/token, "
         f"{summary['bits_per_byte']:.3f} bits/byte) over {total_tokens:,} tokens in {len(texts)} documents of "
         f"{source}; window {block_size}, stride {stride}"
     )
@@ -142,27 +144,9 @@ def main(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model folder")
-    data_lib.add_data_arguments(parser, tokenize=False)
-    parser.add_argument("--split", default="validation", help="split to score (default: the held-out one)")
-    parser.add_argument(
-        "--block-size", type=int, default=None, help="window length (default: the model's positions, at most 1024)"
-    )
-    parser.add_argument("--stride", type=int, default=None, help="window step (default: half the window)")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
-    parser.add_argument("--max-documents", type=int, default=None, help="score a seeded subset of documents")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the held-out split and the subset")
+    add_dataclass_arguments(parser, EvaluateOptions)
 
 
 def run(args: argparse.Namespace) -> int:
-    main(
-        args.model,
-        **data_lib.data_arguments(args),
-        split=args.split,
-        block_size=args.block_size,
-        stride=args.stride,
-        batch_size=args.batch_size,
-        max_documents=args.max_documents,
-        seed=args.seed,
-    )
+    main.__wrapped__(from_namespace(EvaluateOptions, args))
     return 0

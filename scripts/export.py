@@ -15,7 +15,6 @@ folder `gptforge convert` makes of an export, gives byte-identical files.
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -24,24 +23,13 @@ from transformers import PreTrainedModel
 from gptforge.configuration import GPTForgeConfig
 from gptforge.modeling import GPTForgeForCausalLM
 from gptforge.modeling.conversion import gptforge_config_to_native, to_transformers
+from gptforge.training.folders import TOKENIZER_COPY_FILES, copy_present
 
 HELP = "export a gptforge folder as a native GPT2LMHeadModel / LlamaForCausalLM folder"
 TARGETS = ("transformers",)
-# tokenizer files copied byte for byte; tokenizer_config.json is rewritten (see `export_tokenizer`)
-TOKENIZER_COPY_FILES = ("tokenizer.json", "special_tokens_map.json", "chat_template.jinja")
 NATIVE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 # load-time bookkeeping that Transformers 5.24 writes back into a re-saved tokenizer_config.json; not tokenizer settings
 LOAD_TIME_KEYS = ("is_local", "local_files_only", "name_or_path", "_commit_hash")
-
-
-def copy_present(folder: Path, out: Path, names: tuple[str, ...]) -> list[Path]:
-    """Copy each of `names` that exists in `folder` into `out`, byte for byte; returns the copies."""
-    written = []
-    for name in names:
-        if (folder / name).is_file():
-            shutil.copyfile(folder / name, out / name)
-            written.append(out / name)
-    return written
 
 
 def export_tokenizer(folder: Path, out: Path) -> list[Path]:

@@ -19,13 +19,15 @@ import argparse
 import os
 import shutil
 import sys
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, TextIO
 
 import torch
 from transformers import AutoModelForCausalLM, set_seed
 from transformers.generation.streamers import BaseStreamer
 
-from .pretrain import load_tokenizer
+from ..training.folders import load_tokenizer
+from ..training.options import add_dataclass_arguments, from_namespace, option, typed_main
 
 HELP = "generate continuations of prompts (args or stdin), streamed; greedy, sampling or beams"
 
@@ -110,60 +112,68 @@ def read_prompts(prompts: list[str] | None, stdin: TextIO | None = None) -> list
     return prompts
 
 
-def main(
-    model: str | os.PathLike,
-    prompts: list[str] | None = None,
-    *,
-    max_new_tokens: int = 64,
-    sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    num_beams: int = 1,
-    repetition_penalty: float | None = None,
-    batch_size: int = 8,
-    bos: bool = True,
-    seed: int = 0,
-    stream: bool = True,
-    out: TextIO | None = None,
-) -> list[dict[str, str]]:
+@dataclass
+class GenerateOptions:
+    """Every flag of `gptforge generate`, and the keywords of `main`."""
+
+    model: str | os.PathLike = option(help="model folder (gptforge, or any causal LM Transformers loads)")
+    prompts: list[str] | None = option(None, "prompts; none: read one per line from stdin", positional=True, nargs="*")
+    _: KW_ONLY
+    # --- decoding ---
+    max_new_tokens: int = option(64, "tokens to generate per prompt")
+    sample: bool = option(False, "sample instead of greedy decoding")
+    temperature: float = option(1.0, "sampling temperature")
+    top_k: int | None = option(None, "sample among the k most likely tokens")
+    top_p: float | None = option(None, "nucleus sampling: smallest set with this mass")
+    num_beams: int = option(1, "beam search width (> 1 disables streaming)")
+    repetition_penalty: float | None = option(None, "> 1 discourages repeats")
+    # --- batching and output ---
+    batch_size: int = option(8, "prompts generated together")
+    bos: bool = option(True, "do not put the BOS token before each prompt", flags=["--no-bos"])
+    seed: int = option(0, "sampling seed")
+    stream: bool = option(True, "print the results at the end only", flags=["--no-stream"])
+    out: TextIO | None = option(None, "where the text goes (default: stdout)", cli=False)
+
+
+@typed_main(GenerateOptions)
+def main(options: GenerateOptions) -> list[dict[str, str]]:
     """Generate and return `[{"prompt": ..., "completion": ...}]` in prompt order (completions exclude the prompt).
 
     Greedy unless `sample` (then `temperature`, `top_k`, `top_p` apply); `num_beams > 1` is beam search. Sampling
     is reproducible for a given `seed` and batch composition.
     """
-    out = out or sys.stdout
-    prompts = read_prompts(prompts)
-    if not os.path.isdir(model):
-        raise FileNotFoundError(f"no model folder at {str(model)!r}")
-    tokenizer = load_tokenizer(model)
+    out = options.out or sys.stdout
+    prompts = read_prompts(options.prompts)
+    if not os.path.isdir(options.model):
+        raise FileNotFoundError(f"no model folder at {str(options.model)!r}")
+    tokenizer = load_tokenizer(options.model)
     tokenizer.padding_side = "left"  # decoder-only: generation continues from the last position of every row
-    net = AutoModelForCausalLM.from_pretrained(model).eval()
+    net = AutoModelForCausalLM.from_pretrained(options.model).eval()
     stop_ids = {i for i in [tokenizer.eos_token_id, tokenizer.pad_token_id] if i is not None}
 
     settings: dict[str, Any] = dict(
-        max_new_tokens=max_new_tokens,
-        do_sample=sample,
-        num_beams=num_beams,
+        max_new_tokens=options.max_new_tokens,
+        do_sample=options.sample,
+        num_beams=options.num_beams,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    if sample:
-        settings.update(temperature=temperature, top_k=top_k, top_p=top_p)
-    if repetition_penalty is not None:
-        settings["repetition_penalty"] = repetition_penalty
-    can_stream = stream and num_beams == 1
+    if options.sample:
+        settings.update(temperature=options.temperature, top_k=options.top_k, top_p=options.top_p)
+    if options.repetition_penalty is not None:
+        settings["repetition_penalty"] = options.repetition_penalty
+    can_stream = options.stream and options.num_beams == 1
 
     results: list[dict[str, str]] = []
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start : start + batch_size]
-        prefix = tokenizer.bos_token if bos and tokenizer.bos_token else ""
+    for start in range(0, len(prompts), options.batch_size):
+        batch = prompts[start : start + options.batch_size]
+        prefix = tokenizer.bos_token if options.bos and tokenizer.bos_token else ""
         encoded = tokenizer([prefix + p for p in batch], return_tensors="pt", padding=True, add_special_tokens=False)
         streamer = TerminalStreamer(tokenizer, stop_ids, stream=out) if can_stream else None
         if streamer is not None and len(batch) == 1:
             out.write(f"--- [{start}] ---\n{batch[0]}")
             out.flush()
-        set_seed(seed + start)
+        set_seed(options.seed + start)
         with torch.no_grad():
             generated = net.generate(**encoded, streamer=streamer, **settings)
         new_tokens = generated[:, encoded["input_ids"].shape[1] :]
@@ -177,37 +187,9 @@ def main(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompts", nargs="*", help="prompts; none: read one per line from stdin")
-    parser.add_argument("--model", required=True, help="model folder (gptforge, or any causal LM Transformers loads)")
-    # --- decoding ---
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate per prompt")
-    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with this mass")
-    parser.add_argument("--num-beams", type=int, default=1, help="beam search width (> 1 disables streaming)")
-    parser.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages repeats")
-    # --- batching and output ---
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
-    parser.add_argument("--no-bos", action="store_true", help="do not put the BOS token before each prompt")
-    parser.add_argument("--no-stream", action="store_true", help="print the results at the end only")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    add_dataclass_arguments(parser, GenerateOptions)
 
 
 def run(args: argparse.Namespace) -> int:
-    main(
-        args.model,
-        args.prompts,
-        max_new_tokens=args.max_new_tokens,
-        sample=args.sample,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        num_beams=args.num_beams,
-        repetition_penalty=args.repetition_penalty,
-        batch_size=args.batch_size,
-        bos=not args.no_bos,
-        seed=args.seed,
-        stream=not args.no_stream,
-    )
+    main.__wrapped__(from_namespace(GenerateOptions, args))
     return 0

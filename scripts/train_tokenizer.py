@@ -12,60 +12,63 @@ Usage:
 
 import argparse
 import os
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..tokenization import train_tokenizer
-from . import data as data_lib
+from ..training import sources
+from ..training.options import DataOptions, add_dataclass_arguments, from_namespace, option, typed_main
 
 HELP = "train the byte-level BPE tokenizer on a data source"
 
 
-def main(
-    output_dir: str | os.PathLike,
-    *,
-    data: str | os.PathLike | None = None,
-    data_config: str | None = None,
-    text_column: str = data_lib.TEXT_COLUMN,
-    sample_by: str = "document",
-    validation_split: float = data_lib.DEFAULT_VALIDATION_SPLIT,
-    max_files: int | None = None,
-    vocab_size: int = 4096,
-    min_frequency: int = 2,
-    special_tokens: list[str] | None = None,
-    model_max_length: int | None = None,
-    seed: int = 0,
-    cache_dir: str | None = None,
-) -> dict[str, Any]:
+@dataclass
+class TrainTokenizerOptions(DataOptions):
+    """Every flag of `gptforge train-tokenizer`, and the keywords of `main`."""
+
+    output_dir: str | os.PathLike = option(help="folder to save the tokenizer in", flags=["--out", "--output-dir"])
+    _: KW_ONLY
+    vocab_size: int = option(4096, "final vocabulary size, special tokens included")
+    min_frequency: int = option(2, "a pair must occur this often to be merged")
+    special_tokens: list[str] | None = option(
+        None, "extra special token (repeatable); <|endoftext|> and <|pad|> are always there", flags=["--special-token"]
+    )
+    model_max_length: int | None = option(None, "the model's context length, for truncation")
+    seed: int = option(0, "seeds the held-out split")
+
+
+@typed_main(TrainTokenizerOptions)
+def main(options: TrainTokenizerOptions) -> dict[str, Any]:
     """Train, save and return `{"output_dir", "vocab_size", "bytes_per_token"}`.
 
     Bytes per token on the held-out split is the number that says whether the vocabulary fits the data: it is what
     turns a context length in tokens into one in text.
     """
-    source = data_lib.describe_source(data)
-    raw = data_lib.load_texts(
-        data,
-        text_column,
-        data_config=data_config,
-        validation_split=validation_split,
-        sample_by=sample_by,
-        seed=seed,
-        cache_dir=cache_dir,
-        max_files=max_files,
+    source = sources.describe_source(options.data)
+    raw = sources.load_texts(
+        options.data,
+        options.text_column,
+        data_config=options.data_config,
+        validation_split=options.validation_split,
+        sample_by=options.sample_by,
+        seed=options.seed,
+        cache_dir=options.cache_dir,
+        max_files=options.max_files,
     )
     tokenizer = train_tokenizer(
         raw["train"],
-        vocab_size,
-        text_column=text_column,
-        min_frequency=min_frequency,
-        special_tokens=tuple(special_tokens or ()),
-        model_max_length=model_max_length,
+        options.vocab_size,
+        text_column=options.text_column,
+        min_frequency=options.min_frequency,
+        special_tokens=tuple(options.special_tokens or ()),
+        model_max_length=options.model_max_length,
     )
-    out = Path(output_dir)
+    out = Path(options.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out)
 
-    texts = list(raw["validation"][text_column])
+    texts = list(raw["validation"][options.text_column])
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     n_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
     summary = {
@@ -82,34 +85,9 @@ def main(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--out", "--output-dir", dest="output_dir", required=True, help="folder to save the tokenizer in"
-    )
-    data_lib.add_data_arguments(parser, tokenize=False)
-    # --- vocabulary ---
-    parser.add_argument("--vocab-size", type=int, default=4096, help="final vocabulary size, special tokens included")
-    parser.add_argument("--min-frequency", type=int, default=2, help="a pair must occur this often to be merged")
-    parser.add_argument(
-        "--special-token",
-        dest="special_tokens",
-        action="append",
-        default=[],
-        help="extra special token (repeatable); <|endoftext|> and <|pad|> are always there",
-    )
-    parser.add_argument(
-        "--model-max-length", type=int, default=None, help="the model's context length, for truncation"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seeds the held-out split")
+    add_dataclass_arguments(parser, TrainTokenizerOptions)
 
 
 def run(args: argparse.Namespace) -> int:
-    main(
-        args.output_dir,
-        **data_lib.data_arguments(args),
-        vocab_size=args.vocab_size,
-        min_frequency=args.min_frequency,
-        special_tokens=args.special_tokens,
-        model_max_length=args.model_max_length,
-        seed=args.seed,
-    )
+    main.__wrapped__(from_namespace(TrainTokenizerOptions, args))
     return 0

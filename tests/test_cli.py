@@ -9,6 +9,7 @@ import io
 import json
 import math
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -150,6 +151,31 @@ def test_pretrain_writes_final_folder_metrics_and_plot(lm_run, tokenizer_dir):
     assert all(r["eval_perplexity"] == pytest.approx(math.exp(r["eval_loss"])) for r in evals)
     assert train[-1]["loss"] < train[0]["loss"]
     assert (lm_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_names_every_flag_it_ignores(workdir, corpus, tokenizer_dir, lm_run, capsys):
+    """The checkpoint's config and tokenizer win on --resume; each flag that would change them is named."""
+    out = workdir / "resume-flags"
+    shutil.copytree(lm_run, out)
+    argv = pretrain_argv(out, corpus, tokenizer_dir, "--resume", "--preset", "gpt2-124m", "--overwrite")
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "warning: --resume continues checkpoint-4 with its own config and tokenizer; "
+        "ignoring --overwrite, --preset, --set, --tokenizer\n"
+    ) in printed
+    resumed = GPTForgeForCausalLM.from_pretrained(out / "final")
+    assert resumed.config.hidden_size == 32 and resumed.config.num_hidden_layers == 2  # not gpt2-124m's
+
+
+def test_resume_without_flags_to_ignore_prints_no_warning(workdir, corpus, tokenizer_dir, lm_run, capsys):
+    out = workdir / "resume-quiet"
+    shutil.copytree(lm_run, out)
+    argv = [a for a in pretrain_argv(out, corpus, tokenizer_dir, "--resume") if not a.startswith("--set=")]
+    tokenizer_at = argv.index("--tokenizer")
+    del argv[tokenizer_at : tokenizer_at + 2]
+    assert cli.main(argv) == 0
+    assert "warning: --resume" not in capsys.readouterr().out
 
 
 def test_resume_continues_from_saved_step_with_optimizer_and_scheduler_state(
@@ -513,7 +539,7 @@ def test_evaluate_cli_and_exact_perplexity_on_short_documents(workdir, lm_run, c
     )
     model = AutoModelForCausalLM.from_pretrained(lm_run / "final").eval()
     tok = AutoTokenizer.from_pretrained(lm_run / "final")
-    from gptforge.scripts.data import load_source
+    from gptforge.training.sources import load_source
 
     texts = list(load_source(short, cache_dir=str(workdir / "cache"))["train"]["text"])
     nll, count = 0.0, 0

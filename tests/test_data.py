@@ -9,12 +9,13 @@ import datasets
 import numpy as np
 import pytest
 
-from gptforge.scripts import data as data_lib
-from gptforge.scripts.checkpointing import mark_complete
 from gptforge.scripts.evaluate import windows
-from gptforge.scripts.finetune import classification_scores, confusion_matrix
-from gptforge.scripts.pretrain import find_latest_checkpoint, parse_overrides
 from gptforge.tokenization import train_tokenizer
+from gptforge.training import corpus as corpus_lib
+from gptforge.training import encoding, sources
+from gptforge.training.checkpointing import find_latest_checkpoint, mark_complete
+from gptforge.training.config import parse_overrides
+from gptforge.training.metrics import classification_scores, confusion_matrix
 
 DOCS = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n# note {i}: " + "word " * (i % 5 + 3) for i in range(40)]
 
@@ -33,40 +34,40 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def test_stdlib_files_skip_tests_and_site_packages():
-    files = data_lib.stdlib_files()
+    files = corpus_lib.stdlib_files()
     assert len(files) > 300
     for path in files:
         parts = Path(path).parts
-        assert not set(parts) & data_lib.STDLIB_SKIP_DIRS, path
+        assert not set(parts) & corpus_lib.STDLIB_SKIP_DIRS, path
         assert not parts[-1].startswith("test_"), path
     assert "os.py" in files and str(Path("email") / "message.py") in files
 
 
 def test_stdlib_split_is_by_file_deterministic_and_covers_each_package():
-    files = data_lib.stdlib_files()
-    first, second = data_lib.split_stdlib_files(files), data_lib.split_stdlib_files(list(reversed(files)))
+    files = corpus_lib.stdlib_files()
+    first, second = corpus_lib.split_stdlib_files(files), corpus_lib.split_stdlib_files(list(reversed(files)))
     assert first == second
     train, validation = set(first["train"]), set(first["validation"])
     assert not train & validation and train | validation == set(files)
-    packages = Counter(data_lib.stdlib_package(p) for p in files)
+    packages = Counter(corpus_lib.stdlib_package(p) for p in files)
     for package, count in packages.items():
         if count >= 2:  # every package with two files has files on both sides
-            assert any(data_lib.stdlib_package(p) == package for p in validation), package
-            assert any(data_lib.stdlib_package(p) == package for p in train), package
+            assert any(corpus_lib.stdlib_package(p) == package for p in validation), package
+            assert any(corpus_lib.stdlib_package(p) == package for p in train), package
 
 
 def test_stdlib_corpus_and_classification_share_the_file_split(tmp_path):
-    corpus = data_lib.stdlib_corpus(max_files=80, cache_dir=str(tmp_path))
+    corpus = corpus_lib.stdlib_corpus(max_files=80, cache_dir=str(tmp_path))
     assert set(corpus) == {"train", "validation"} and corpus["train"].column_names == ["text", "path"]
     assert not set(corpus["train"]["path"]) & set(corpus["validation"]["path"])
 
-    tasks = data_lib.stdlib_classification(max_files=60, cache_dir=str(tmp_path))
+    tasks = corpus_lib.stdlib_classification(max_files=60, cache_dir=str(tmp_path))
     labels = set(tasks["train"]["label"])
     assert 8 <= len(labels) <= 12
     for row in tasks["train"].select(range(0, len(tasks["train"]), 50)):
         assert row["label"] == Path(row["path"]).parts[0]  # the top-level package the chunk comes from
-    all_files = data_lib.stdlib_files()
-    split = data_lib.split_stdlib_files(all_files)
+    all_files = corpus_lib.stdlib_files()
+    split = corpus_lib.split_stdlib_files(all_files)
     assert set(tasks["validation"]["path"]) <= set(split["validation"])  # the corpus's validation files
     assert set(tasks["train"]["path"]) <= set(split["train"])
 
@@ -91,7 +92,7 @@ def test_load_source_reads_local_file_types(tmp_path, kind):
     else:
         frame = datasets.Dataset.from_list(rows)
         frame.to_csv(str(path)) if kind == "csv" else frame.to_parquet(str(path))
-    loaded = data_lib.load_source(path, validation_split=0.25, cache_dir=str(tmp_path / "cache"))
+    loaded = sources.load_source(path, validation_split=0.25, cache_dir=str(tmp_path / "cache"))
     assert set(loaded) == {"train", "validation"}
     assert len(loaded["train"]) + len(loaded["validation"]) == 20 and len(loaded["validation"]) == 5
     texts = set(chain(loaded["train"]["text"], loaded["validation"]["text"]))
@@ -103,13 +104,13 @@ def test_folder_split_names_and_seeded_holdout(tmp_path):
     folder.mkdir()
     write_jsonl(folder / "train.jsonl", [{"text": d} for d in DOCS[:30]])
     write_jsonl(folder / "dev.jsonl", [{"text": d} for d in DOCS[30:]])
-    loaded = data_lib.load_source(folder, cache_dir=str(tmp_path / "c"))
+    loaded = sources.load_source(folder, cache_dir=str(tmp_path / "c"))
     assert (len(loaded["train"]), len(loaded["validation"])) == (30, 10)
 
     only_train = tmp_path / "only.jsonl"
     write_jsonl(only_train, [{"text": d} for d in DOCS])
-    a = data_lib.load_source(only_train, seed=3, cache_dir=str(tmp_path / "c"))
-    b = data_lib.load_source(only_train, seed=3, cache_dir=str(tmp_path / "c"))
+    a = sources.load_source(only_train, seed=3, cache_dir=str(tmp_path / "c"))
+    b = sources.load_source(only_train, seed=3, cache_dir=str(tmp_path / "c"))
     assert list(a["validation"]["text"]) == list(b["validation"]["text"]) and len(a["validation"]) == 4
 
 
@@ -128,49 +129,49 @@ def test_folder_split_names_and_seeded_holdout(tmp_path):
     ],
 )
 def test_split_of_a_file_follows_the_words_of_its_path(path, split):
-    assert data_lib._split_of(path) == split
+    assert sources._split_of(path) == split
 
 
 def test_missing_path_names_what_was_looked_for(tmp_path):
     missing = tmp_path / "nope" / "data.jsonl"
     with pytest.raises(FileNotFoundError, match=r"no data at .*data\.jsonl.*looked for a local file or folder"):
-        data_lib.load_source(missing)
+        sources.load_source(missing)
     # A bare name could be a Hub id: offline (as in the tests), the error says both places were tried.
     with pytest.raises(FileNotFoundError, match=r"no local file or folder .* cannot be fetched offline"):
-        data_lib.load_source("surely-not-a-local-folder")
+        sources.load_source("surely-not-a-local-folder")
 
 
 def test_folder_without_data_files_and_unsupported_file(tmp_path):
     (tmp_path / "notes.py").write_text("x = 1\n")
     with pytest.raises(FileNotFoundError, match=r"no data files in folder .*looked for \*\.txt.*found: notes\.py"):
-        data_lib.load_source(tmp_path)
+        sources.load_source(tmp_path)
     with pytest.raises(ValueError, match=r"unsupported file type '\.py'"):
-        data_lib.load_source(tmp_path / "notes.py")
+        sources.load_source(tmp_path / "notes.py")
 
 
 def test_missing_column_lists_existing_columns(tmp_path):
-    loaded = data_lib.load_source(write_jsonl(tmp_path / "d.jsonl", [{"body": d, "y": 1} for d in DOCS]))
+    loaded = sources.load_source(write_jsonl(tmp_path / "d.jsonl", [{"body": d, "y": 1} for d in DOCS]))
     with pytest.raises(
         ValueError, match=r"column 'text' not found in the train split of 'x'; available columns: body, y"
     ):
-        data_lib.require_columns(loaded, ["text"], "'x'")
+        sources.require_columns(loaded, ["text"], "'x'")
 
 
 def test_empty_after_filtering_is_an_error(tmp_path):
     rows = [{"text": "   "}, {"text": ""}, {"text": None}, {"text": "\n"}]
-    loaded = data_lib.load_source(write_jsonl(tmp_path / "d.jsonl", rows), cache_dir=str(tmp_path / "c"))
+    loaded = sources.load_source(write_jsonl(tmp_path / "d.jsonl", rows), cache_dir=str(tmp_path / "c"))
     with pytest.raises(ValueError, match=r"the train split of src is empty after dropping rows without text"):
-        data_lib.drop_empty(loaded, "text", "src")
+        sources.drop_empty(loaded, "text", "src")
 
 
 # --- tokenise + pack ----------------------------------------------------------------------------------------------
 
 
 def test_pack_puts_eos_between_documents_in_fixed_blocks(tmp_path, tokenizer):
-    loaded = data_lib.load_source(
+    loaded = sources.load_source(
         write_jsonl(tmp_path / "d.jsonl", [{"text": d} for d in DOCS]), cache_dir=str(tmp_path / "c")
     )
-    packed = data_lib.pack_for_causal_lm(loaded, tokenizer, block_size=16)
+    packed = encoding.pack_for_causal_lm(loaded, tokenizer, block_size=16)
     train = packed["train"]
     assert train.column_names == ["input_ids"] and all(len(row) == 16 for row in train["input_ids"])
     stream = [
@@ -185,11 +186,11 @@ def test_pack_puts_eos_between_documents_in_fixed_blocks(tmp_path, tokenizer):
 
 
 def test_pack_multiprocess_matches_single_process(tmp_path, tokenizer):
-    loaded = data_lib.load_source(
+    loaded = sources.load_source(
         write_jsonl(tmp_path / "d.jsonl", [{"text": d} for d in DOCS]), cache_dir=str(tmp_path / "c")
     )
-    one = data_lib.pack_for_causal_lm(loaded, tokenizer, block_size=8, num_proc=1)
-    two = data_lib.pack_for_causal_lm(loaded, tokenizer, block_size=8, num_proc=2)
+    one = encoding.pack_for_causal_lm(loaded, tokenizer, block_size=8, num_proc=1)
+    two = encoding.pack_for_causal_lm(loaded, tokenizer, block_size=8, num_proc=2)
     # Each process packs its own contiguous shard of documents: the first blocks agree exactly, and the shard boundary
     # costs at most one partial block per extra process.
     assert one["train"]["input_ids"][0].tolist() == two["train"]["input_ids"][0].tolist()
@@ -197,26 +198,26 @@ def test_pack_multiprocess_matches_single_process(tmp_path, tokenizer):
 
 
 def test_pack_too_short_for_one_block(tmp_path, tokenizer):
-    loaded = data_lib.load_source(
+    loaded = sources.load_source(
         write_jsonl(tmp_path / "d.jsonl", [{"text": "x = 1"}, {"text": "y = 2"}]), cache_dir=str(tmp_path / "c")
     )
     with pytest.raises(
         ValueError, match=r"the train split of data holds \d+ tokens, fewer than one block of block_size=512"
     ):
-        data_lib.pack_for_causal_lm(loaded, tokenizer, block_size=512, source="data")
+        encoding.pack_for_causal_lm(loaded, tokenizer, block_size=512, source="data")
 
 
 def test_label_names_strings_sorted_and_single_class_error(tmp_path):
     rows = [{"text": d, "label": ["spam", "ham", "eggs"][i % 3]} for i, d in enumerate(DOCS)]
-    loaded = data_lib.load_source(write_jsonl(tmp_path / "d.jsonl", rows), cache_dir=str(tmp_path / "c"))
-    assert data_lib.label_names_of(loaded, "label", "src") == ["eggs", "ham", "spam"]
+    loaded = sources.load_source(write_jsonl(tmp_path / "d.jsonl", rows), cache_dir=str(tmp_path / "c"))
+    assert encoding.label_names_of(loaded, "label", "src") == ["eggs", "ham", "spam"]
 
-    one = data_lib.load_source(
+    one = sources.load_source(
         write_jsonl(tmp_path / "one.jsonl", [{"text": d, "label": "only"} for d in DOCS]),
         cache_dir=str(tmp_path / "c"),
     )
     with pytest.raises(ValueError, match=r"label column 'label' of src has a single class \(\['only'\]\)"):
-        data_lib.label_names_of(one, "label", "src")
+        encoding.label_names_of(one, "label", "src")
 
 
 def test_class_label_feature_keeps_its_names(tokenizer):
@@ -225,9 +226,9 @@ def test_class_label_feature_keeps_its_names(tokenizer):
     )
     part = datasets.Dataset.from_dict({"text": DOCS[:4], "label": [1, 0, 1, 1]}, features=features)
     dataset = datasets.DatasetDict({"train": part, "validation": part})
-    names = data_lib.label_names_of(dataset, "label", "src")
+    names = encoding.label_names_of(dataset, "label", "src")
     assert names == ["neg", "pos"]
-    encoded = data_lib.encode_for_classification(dataset, tokenizer, names, max_length=8)
+    encoded = encoding.encode_for_classification(dataset, tokenizer, names, max_length=8)
     assert encoded["train"]["labels"] == [1, 0, 1, 1] and max(map(len, encoded["train"]["input_ids"])) <= 8
 
 

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from gptforge.scripts import cli
-from gptforge.scripts.checkpointing import (
+from gptforge.training.checkpointing import (
     MARKER,
     CheckpointError,
     find_latest_checkpoint,
@@ -37,7 +37,8 @@ HARNESS = textwrap.dedent(
     """
     import os, resource, signal, sys, time
     import torch
-    from gptforge.scripts import checkpointing, cli
+    from gptforge.scripts import cli
+    from gptforge.training import checkpointing
 
     flag = os.environ.get("FAULT_FLAG")
     if pause_step := int(os.environ.get("FAULT_PAUSE_IN_STEP", 0)):

@@ -168,8 +168,10 @@ def test_nothing_in_the_package_unpickles():
         Path(m.__file__).parent for m in (gptforge, gptforge.configuration, gptforge.modeling, gptforge.tokenization)
     }
     import gptforge.scripts
+    import gptforge.training
 
     roots.add(Path(gptforge.scripts.__file__).parent)
+    roots.add(Path(gptforge.training.__file__).parent)
     files = [path for root in roots for path in root.glob("*.py")]
     assert len(files) > 15
     for path in files:

@@ -1,0 +1,12 @@
+"""The training library under the `gptforge` commands: data, config building, Trainer settings, checkpoints, metrics.
+
+- `corpus`: the embedded default data (the standard library's own source), as a corpus and a classification task;
+- `sources`: loading a local file or folder, or a Hub dataset, into train and validation splits;
+- `encoding`: packing texts into causal-LM blocks, encoding classification examples;
+- `config`: the model config from a preset or JSON, `--set` overrides, the tokenizer's vocabulary;
+- `folders`: model folders (their model type, tokenizer loading, tokenizer files);
+- `options`: command options as dataclass fields, from which the flags and the typed `main`s derive;
+- `arguments`: one `TrainingArguments` factory for pretrain and finetune;
+- `checkpointing`: checkpoints that are complete or absent, and the Trainer that writes them;
+- `metrics`: the JSON-lines log, the loss plot, classification scores and the confusion matrix.
+"""

@@ -1,0 +1,42 @@
+"""Model folders: what kind of model a folder holds, loading its tokenizer, copying its tokenizer files."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer
+
+# native Transformers model types that `gptforge convert` reads (and `finetune` converts on the fly)
+SUPPORTED_MODEL_TYPES = ("gpt2", "llama")
+# tokenizer files copied byte for byte between gptforge and native folders (tokenizer_config.json is rewritten)
+TOKENIZER_COPY_FILES = ("tokenizer.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+def source_model_type(folder: str | os.PathLike) -> str:
+    """The `model_type` in `folder/config.json`; `FileNotFoundError` naming the file when there is none."""
+    config_path = Path(folder) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"no model at {str(folder)!r}: looked for {str(config_path)!r}")
+    return json.loads(config_path.read_text()).get("model_type", "")
+
+
+def copy_present(folder: Path, out: Path, names: tuple[str, ...]) -> list[Path]:
+    """Copy each of `names` that exists in `folder` into `out`, byte for byte; returns the copies."""
+    written = []
+    for name in names:
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, out / name)
+            written.append(out / name)
+    return written
+
+
+def load_tokenizer(path: str | os.PathLike) -> Any:
+    """The folder's tokenizer, with a pad token (its EOS) when it has none: batches are padded, padding is masked."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no tokenizer at {str(path)!r}: expected a folder with tokenizer.json")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

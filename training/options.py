@@ -1,0 +1,190 @@
+"""Command options declared once, as dataclass fields: the argparse flags and the typed `main(...)` derive from them.
+
+A field's type, default and `metadata["help"]` make its flag: `--kebab-name` (or `metadata["flags"]`, the accepted
+spellings), `bool` fields a switch (`store_true`; a field that defaults to True takes `metadata["flags"]` such as
+`--no-progress` and stores False), `list[str]` fields a repeatable flag, `Literal[...]` fields a choice, and fields
+without a default required flags (or positionals, with `metadata["positional"]`). `typed_main` turns a function of
+the options object into the keyword function tests and other commands call: `main(out, batch_size=8)`.
+
+    @dataclass
+    class Options:
+        output_dir: str = field(metadata={"help": "run folder", "flags": ["--out", "--output-dir"]})
+        batch_size: int = field(default=16, metadata={"help": "examples per device per micro-step"})
+"""
+
+import argparse
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from .corpus import DEFAULT_VALIDATION_SPLIT, TEXT_COLUMN
+
+T = TypeVar("T")
+
+
+def _flags(field: dataclasses.Field) -> list[str]:
+    return list(field.metadata.get("flags", ["--" + field.name.replace("_", "-")]))
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(the type a value is parsed as, whether None is allowed) for `X`, `X | None`, `Optional[X]`."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if str in args:  # `str | os.PathLike`: a path is read as its text
+            args = [str]
+        if len(args) != 1:
+            raise TypeError(f"an option is one type or that type | None, got {annotation}")
+        return args[0], True
+    return annotation, False
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, options_type: type) -> None:
+    """Add one flag per field of `options_type` to `parser` (fields with `metadata["cli"] is False` are skipped)."""
+    hints = typing.get_type_hints(options_type)
+    for field in dataclasses.fields(options_type):
+        if field.metadata.get("cli", True) is False:
+            continue
+        if "help" not in field.metadata:
+            raise TypeError(f"{options_type.__name__}.{field.name} has no help text")
+        kind, _ = _base_type(hints[field.name])
+        kwargs: dict[str, Any] = {"help": field.metadata["help"]}
+        has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        if "metavar" in field.metadata:
+            kwargs["metavar"] = field.metadata["metavar"]
+        if field.metadata.get("positional"):
+            kwargs["nargs"] = field.metadata.get("nargs")
+            if has_default:
+                kwargs["default"] = default
+            parser.add_argument(field.name, **kwargs)
+            continue
+        if kind is bool:
+            kwargs["action"] = "store_false" if default is True else "store_true"
+        elif typing.get_origin(kind) is list:
+            kwargs.update(action="append", type=typing.get_args(kind)[0])
+        elif typing.get_origin(kind) is Literal:
+            kwargs["choices"] = list(typing.get_args(kind))
+        elif "choices" in field.metadata:
+            kwargs.update(choices=field.metadata["choices"], type=kind)
+        else:
+            kwargs["type"] = kind
+        if has_default:
+            kwargs["default"] = default
+        else:
+            kwargs["required"] = True
+        parser.add_argument(*_flags(field), dest=field.name, **kwargs)
+
+
+def from_namespace(options_type: type[T], namespace: argparse.Namespace) -> T:
+    """The options object from parsed flags (fields without a flag keep their defaults)."""
+    names = [f.name for f in dataclasses.fields(options_type) if hasattr(namespace, f.name)]
+    return options_type(**{name: getattr(namespace, name) for name in names})
+
+
+def flag_of(options_type: type, name: str) -> str:
+    """The first spelling of a field's flag, for messages: `overrides` -> `--set`."""
+    return _flags(next(f for f in dataclasses.fields(options_type) if f.name == name))[0]
+
+
+def typed_main(options_type: type[T]) -> Callable[[Callable[[T], Any]], Callable[..., Any]]:
+    """Expose `run(options)` as `main(required..., *, field=default, ...)`, with the fields as its signature."""
+    hints = typing.get_type_hints(options_type)
+    parameters = []
+    for field in dataclasses.fields(options_type):
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        if not field.kw_only and not required:  # declared before `KW_ONLY`, with a default: `demo.main(out=...)`
+            parameters.append(
+                inspect.Parameter(
+                    field.name,
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                    default=field.default,
+                    annotation=hints[field.name],
+                )
+            )
+        elif required:
+            parameters.append(
+                inspect.Parameter(field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=hints[field.name])
+            )
+        else:
+            default = None if field.default_factory is not dataclasses.MISSING else field.default
+            parameters.append(
+                inspect.Parameter(
+                    field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hints[field.name]
+                )
+            )
+    # required fields come first, whatever their place among the inherited fields
+    signature = inspect.Signature(sorted(parameters, key=lambda p: (p.kind, p.default is not inspect.Parameter.empty)))
+
+    def decorate(run: Callable[[T], Any]) -> Callable[..., Any]:
+        @functools.wraps(run)
+        def main(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            return run(options_type(**bound.arguments))
+
+        main.__signature__ = signature  # type: ignore[attr-defined]
+        main.options_type = options_type  # type: ignore[attr-defined]
+        return main
+
+    return decorate
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **metadata: Any) -> Any:
+    """A dataclass field with its flag's help (and `flags`, `metavar`, `positional`, ... in `metadata`)."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **metadata})
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Option groups several commands share
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(kw_only=True)
+class DataOptions:
+    """Where the texts come from (`sources.load_source`) and which column holds them."""
+
+    data: str | None = option(
+        None, "local file/folder (txt, json, jsonl, csv, parquet) or Hub dataset id; default: the stdlib corpus"
+    )
+    data_config: str | None = option(None, "configuration name of a Hub dataset")
+    text_column: str = option(TEXT_COLUMN, "column holding the text")
+    sample_by: Literal["document", "paragraph", "line"] = option(
+        "document", "text files: one row per file, paragraph or line"
+    )
+    validation_split: float = option(
+        DEFAULT_VALIDATION_SPLIT, "fraction held out when the data has no validation split"
+    )
+    max_files: int | None = option(None, "default corpus only: use this many files")
+    cache_dir: str | None = option(None, "datasets cache folder (default: the datasets default)")
+
+
+@dataclasses.dataclass(kw_only=True)
+class TokenizeOptions:
+    """For commands that tokenise with `datasets.map`."""
+
+    num_proc: int | None = option(None, "processes for datasets.map (default: auto)")
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainerOptions:
+    """The Trainer knobs pretrain and finetune share (each command sets its own defaults where they differ)."""
+
+    batch_size: int = option(16, "examples per device per micro-step")
+    gradient_accumulation_steps: int = option(1, "micro-steps per optimizer step")
+    learning_rate: float | None = option(6e-4, "peak AdamW learning rate")
+    weight_decay: float = option(0.1, "AdamW decoupled weight decay")
+    warmup_steps: float = option(0.05, "linear warmup steps (a value < 1 is a fraction)")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 disables)")
+    max_steps: int | None = option(None, "optimizer steps (overrides --epochs)")
+    epochs: float = option(1.0, "passes over the training set")
+    precision: Literal["auto", "bf16", "fp32"] = option("auto", "auto: bf16 where the GPU supports it")
+    gradient_checkpointing: bool = option(False, "recompute activations (less memory)")
+    logging_steps: int = option(10, "log train loss every N steps")
+    report_to: str = option("none", "Trainer integrations, comma-separated (tensorboard, wandb, ...)")
+    seed: int = option(0, "seeds init, data order, the validation split and subsets")
+    progress: bool = option(True, "no progress bars", flags=["--no-progress"])
