@@ -10,7 +10,6 @@ Usage:
     gptforge convert --source path/to/llama --out runs/llama-gptforge --no-verify
 """
 
-import argparse
 import os
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..modeling.conversion import from_transformers
 from ..training.folders import SUPPORTED_MODEL_TYPES, TOKENIZER_COPY_FILES, copy_present, source_model_type
-from ..training.options import add_dataclass_arguments, from_namespace, option, typed_main
+from ..training.options import option, typed_main
 
 HELP = "convert a native GPT-2 or Llama folder (Transformers format) into a gptforge folder"
 
@@ -95,12 +94,3 @@ def main(options: ConvertOptions) -> dict[str, Any]:
         + (f"; max |logit difference| {max_diff:.2e}" if max_diff is not None else "")
     )
     return summary
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, ConvertOptions)
-
-
-def run(args: argparse.Namespace) -> int:
-    main.__wrapped__(from_namespace(ConvertOptions, args))
-    return 0

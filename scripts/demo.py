@@ -18,7 +18,6 @@ Usage:
     gptforge demo --out runs/demo-long --pretrain-steps 1000 --classifier-epochs 3
 """
 
-import argparse
 import json
 import os
 import time
@@ -26,7 +25,7 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..training.options import add_dataclass_arguments, from_namespace, option, typed_main
+from ..training.options import option, typed_main
 from . import evaluate, finetune, generate, pretrain, train_tokenizer
 
 HELP = "the main job: tokenizer, pretrain tiny, generate, perplexity, classifier vs baseline (CPU, minutes)"
@@ -194,12 +193,3 @@ def main(options: DemoOptions) -> dict[str, Any]:
         f"artefacts            {out}/"
     )
     return summary
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, DemoOptions)
-
-
-def run(args: argparse.Namespace) -> int:
-    main.__wrapped__(from_namespace(DemoOptions, args))
-    return 0

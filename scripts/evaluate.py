@@ -11,7 +11,6 @@ Usage:
     gptforge evaluate --model runs/x/final --data corpus/ --split train --max-documents 100
 """
 
-import argparse
 import math
 import os
 from dataclasses import KW_ONLY, dataclass
@@ -24,7 +23,7 @@ from transformers import AutoModelForCausalLM
 from ..training import encoding, sources
 from ..training.config import check_block_size
 from ..training.folders import load_tokenizer
-from ..training.options import DataOptions, add_dataclass_arguments, from_namespace, option, typed_main
+from ..training.options import DataOptions, option, typed_main
 
 HELP = "perplexity of a model folder on a data source (sliding window over long texts)"
 
@@ -78,16 +77,7 @@ def main(options: EvaluateOptions) -> dict[str, Any]:
         raise ValueError(f"stride must be in (0, block_size={block_size}], got {stride}")
 
     source = sources.describe_source(options.data)
-    raw = sources.load_texts(
-        options.data,
-        options.text_column,
-        data_config=options.data_config,
-        validation_split=options.validation_split,
-        sample_by=options.sample_by,
-        seed=options.seed,
-        cache_dir=options.cache_dir,
-        max_files=options.max_files,
-    )
+    raw = sources.load_texts(options.data, options.text_column, **options.source_kwargs(options.seed))
     if options.split not in raw:
         raise ValueError(f"no {options.split!r} split in {source}; splits: {sorted(raw)}")
     texts = list(encoding.subsample(raw[options.split], options.max_documents, options.seed)[options.text_column])
@@ -141,12 +131,3 @@ def main(options: EvaluateOptions) -> dict[str, Any]:
         f"{source}; window {block_size}, stride {stride}"
     )
     return summary
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, EvaluateOptions)
-
-
-def run(args: argparse.Namespace) -> int:
-    main.__wrapped__(from_namespace(EvaluateOptions, args))
-    return 0

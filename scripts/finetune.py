@@ -23,7 +23,6 @@ Usage:
     gptforge finetune --model runs/x/final --out runs/more --task causal-lm --data more_text/ --block-size 256
 """
 
-import argparse
 import json
 import os
 from collections import Counter
@@ -45,6 +44,7 @@ from ..training.arguments import training_arguments
 from ..training.checkpointing import CompleteCheckpointCallback, GPTForgeTrainer
 from ..training.config import check_block_size
 from ..training.folders import SUPPORTED_MODEL_TYPES, load_tokenizer, source_model_type
+from ..training.lora import DEFAULT_LORA_TARGETS, apply_lora
 from ..training.metrics import (
     EpochReport,
     MetricsCallback,
@@ -58,8 +58,6 @@ from ..training.options import (
     DataOptions,
     TokenizeOptions,
     TrainerOptions,
-    add_dataclass_arguments,
-    from_namespace,
     option,
     typed_main,
 )
@@ -68,7 +66,6 @@ from .convert import main as convert
 HELP = "fine-tune a model folder: sequence classification or causal LM, full or --lora"
 
 TASKS = ("classify", "causal-lm")
-DEFAULT_LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
 @dataclass
@@ -112,24 +109,6 @@ def resolve_model_folder(model: str | os.PathLike, output_dir: Path) -> Path:
         f"{str(model)!r} holds a {model_type!r} model; finetune reads gptforge folders, or native "
         f"{'/'.join(SUPPORTED_MODEL_TYPES)} folders (converted on the fly)"
     )
-
-
-def apply_lora(model: Any, task: str, r: int, alpha: int, dropout: float, target_modules: str) -> Any:
-    """Wrap `model` with PEFT LoRA adapters; only adapters (and, for classification, the new head) train."""
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    targets = [name.strip() for name in target_modules.split(",") if name.strip()]
-    lora_config = LoraConfig(
-        task_type=TaskType.SEQ_CLS if task == "classify" else TaskType.CAUSAL_LM,
-        r=r,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=targets,
-    )
-    peft_model = get_peft_model(model, lora_config)
-    trainable, total = peft_model.get_nb_trainable_parameters()
-    print(f"LoRA r={r}: {trainable:,} trainable parameters of {total:,} ({100 * trainable / total:.2f}%)")
-    return peft_model
 
 
 @typed_main(FinetuneOptions)
@@ -184,14 +163,7 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
                     cache_dir=options.cache_dir,
                 )
             else:
-                raw = sources.load_source(
-                    options.data,
-                    data_config=options.data_config,
-                    validation_split=options.validation_split,
-                    sample_by=options.sample_by,
-                    seed=options.seed,
-                    cache_dir=options.cache_dir,
-                )
+                raw = sources.load_source(options.data, **options.source_kwargs(options.seed))
             sources.require_columns(raw, [options.text_column, options.label_column], source)
             raw = sources.drop_empty(raw, options.text_column, source, label_column=options.label_column)
             label_names = encoding.label_names_of(raw, options.label_column, source)
@@ -205,16 +177,7 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
                 num_proc=options.num_proc,
             )
         else:
-            raw = sources.load_texts(
-                options.data,
-                options.text_column,
-                data_config=options.data_config,
-                validation_split=options.validation_split,
-                sample_by=options.sample_by,
-                seed=options.seed,
-                cache_dir=options.cache_dir,
-                max_files=options.max_files,
-            )
+            raw = sources.load_texts(options.data, options.text_column, **options.source_kwargs(options.seed))
             label_names = []
             encoded = encoding.pack_for_causal_lm(
                 raw, tokenizer, length, options.text_column, num_proc=options.num_proc, source=source
@@ -331,12 +294,3 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
             f"validation loss {results['eval_loss']:.4f} (perplexity {results['eval_perplexity']:.2f}); model in {final_dir}"
         )
     return results
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, FinetuneOptions)
-
-
-def run(args: argparse.Namespace) -> int:
-    main.__wrapped__(from_namespace(FinetuneOptions, args))
-    return 0

@@ -15,7 +15,6 @@ Usage:
     gptforge generate --model runs/x/final --num-beams 4 "def add(a, b):"
 """
 
-import argparse
 import os
 import shutil
 import sys
@@ -27,7 +26,7 @@ from transformers import AutoModelForCausalLM, set_seed
 from transformers.generation.streamers import BaseStreamer
 
 from ..training.folders import load_tokenizer
-from ..training.options import add_dataclass_arguments, from_namespace, option, typed_main
+from ..training.options import option, typed_main
 
 HELP = "generate continuations of prompts (args or stdin), streamed; greedy, sampling or beams"
 
@@ -184,12 +183,3 @@ def main(options: GenerateOptions) -> list[dict[str, str]]:
                 out.write(f"--- [{start + offset}] ---\n{prompt}{completion}\n")
         out.flush()
     return results
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, GenerateOptions)
-
-
-def run(args: argparse.Namespace) -> int:
-    main.__wrapped__(from_namespace(GenerateOptions, args))
-    return 0

@@ -55,7 +55,6 @@ from ..training.options import (
     DataOptions,
     TokenizeOptions,
     TrainerOptions,
-    add_dataclass_arguments,
     flag_of,
     from_namespace,
     option,
@@ -175,16 +174,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     # then read its files and the `datasets` cache instead of racing it.
     with args.main_process_first(desc="data and tokenizer"):
         # --- data ---
-        raw = sources.load_texts(
-            options.data,
-            options.text_column,
-            data_config=options.data_config,
-            validation_split=options.validation_split,
-            sample_by=options.sample_by,
-            seed=options.seed,
-            cache_dir=options.cache_dir,
-            max_files=options.max_files,
-        )
+        raw = sources.load_texts(options.data, options.text_column, **options.source_kwargs(options.seed))
 
         # --- tokenizer: given, reused from an earlier run of this folder, or trained now ---
         if resume_from is not None and (resume_from / "tokenizer.json").is_file():
@@ -289,10 +279,6 @@ def main(options: PretrainOptions) -> dict[str, Any]:
             else f"done: step {summary['global_step']}; model in {final_dir}"
         )
     return summary
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, PretrainOptions)
 
 
 def run(args: argparse.Namespace) -> int:

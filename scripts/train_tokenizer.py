@@ -10,7 +10,6 @@ Usage:
     gptforge train-tokenizer --out runs/tok --data wikitext --data-config wikitext-2-raw-v1   # online only
 """
 
-import argparse
 import os
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from ..tokenization import train_tokenizer
 from ..training import sources
-from ..training.options import DataOptions, add_dataclass_arguments, from_namespace, option, typed_main
+from ..training.options import DataOptions, option, typed_main
 
 HELP = "train the byte-level BPE tokenizer on a data source"
 
@@ -46,16 +45,7 @@ def main(options: TrainTokenizerOptions) -> dict[str, Any]:
     turns a context length in tokens into one in text.
     """
     source = sources.describe_source(options.data)
-    raw = sources.load_texts(
-        options.data,
-        options.text_column,
-        data_config=options.data_config,
-        validation_split=options.validation_split,
-        sample_by=options.sample_by,
-        seed=options.seed,
-        cache_dir=options.cache_dir,
-        max_files=options.max_files,
-    )
+    raw = sources.load_texts(options.data, options.text_column, **options.source_kwargs(options.seed))
     tokenizer = train_tokenizer(
         raw["train"],
         options.vocab_size,
@@ -82,12 +72,3 @@ def main(options: TrainTokenizerOptions) -> dict[str, Any]:
         f"{summary['bytes_per_token']:.2f} bytes/token on the validation split; saved to {out}"
     )
     return summary
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, TrainTokenizerOptions)
-
-
-def run(args: argparse.Namespace) -> int:
-    main.__wrapped__(from_namespace(TrainTokenizerOptions, args))
-    return 0

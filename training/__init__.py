@@ -5,6 +5,7 @@
 - `encoding`: packing texts into causal-LM blocks, encoding classification examples;
 - `config`: the model config from a preset or JSON, `--set` overrides, the tokenizer's vocabulary;
 - `folders`: model folders (their model type, tokenizer loading, tokenizer files);
+- `lora`: wrapping a model with PEFT LoRA adapters;
 - `options`: command options as dataclass fields, from which the flags and the typed `main`s derive;
 - `arguments`: one `TrainingArguments` factory for pretrain and finetune;
 - `checkpointing`: checkpoints that are complete or absent, and the Trainer that writes them;

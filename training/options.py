@@ -162,6 +162,17 @@ class DataOptions:
     max_files: int | None = option(None, "default corpus only: use this many files")
     cache_dir: str | None = option(None, "datasets cache folder (default: the datasets default)")
 
+    def source_kwargs(self, seed: int) -> dict[str, Any]:
+        """The keywords `sources.load_source` / `load_texts` take besides the source itself."""
+        return dict(
+            data_config=self.data_config,
+            validation_split=self.validation_split,
+            sample_by=self.sample_by,
+            seed=seed,
+            cache_dir=self.cache_dir,
+            max_files=self.max_files,
+        )
+
 
 @dataclasses.dataclass(kw_only=True)
 class TokenizeOptions:
