@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "convert": "convert",
     "export": "export",
     "push": "push",
+    "serve": "serve",
     "demo": "demo",
 }
 
