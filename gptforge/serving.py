@@ -12,8 +12,9 @@ them), and the modality check answers "LLM" for any model whose processor is a p
 - `GPTForgeServe.run`, a public method of `Serve`, swaps in the loader below before the server starts;
 - `GPTForgeModelLoader._load_model` is the one shim: it overrides a private method of Transformers' loader to load a
   gptforge folder through `AutoModelForCausalLM` (which gptforge registers) instead of by class name, with the same
-  loading arguments; any other model goes to Transformers' own code. It is checked against transformers 5.24-5.25;
-  if a later release resolves classes through the Auto mapping, the override can go.
+  loading arguments; any other model goes to Transformers' own code. Written against transformers 5.25, whose server
+  runs each model in a process of its own (5.24's server is laid out differently, hence the extra's floor); if a later
+  release resolves classes through the Auto mapping, the override can go.
 
 The model runs in a process of its own that the server spawns. The loader is pickled into it, so unpickling it
 imports this module, which imports gptforge and registers its classes there too.
@@ -39,8 +40,9 @@ try:
     from transformers.utils.import_utils import is_serve_available
 except ImportError as error:  # transformers moved its server: say which version this was written against
     raise ImportError(
-        f"gptforge serve needs `transformers serve` (transformers 5.24-5.25 layout); transformers "
-        f"{transformers.__version__} does not provide transformers.cli.serve.Serve"
+        f"gptforge serve needs the server of transformers 5.25 (transformers.cli.serve.Serve.run, "
+        f"transformers.cli.serving.model_manager.ModelLoader); transformers {transformers.__version__} lacks them: "
+        "pip install 'gptforge[serving]'"
     ) from error
 
 
