@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "convert": "convert",
     "export": "export",
     "push": "push",
+    "serve": "serve",
     "demo": "demo",
 }
 

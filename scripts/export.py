@@ -7,6 +7,7 @@ else is an error naming each field that does not map. `gptforge convert` brings 
 Usage:
 
     gptforge export runs/tiny/final runs/tiny/native --to transformers
+    gptforge export runs/tiny/final runs/tiny/model.gguf --to gguf --gguf-type q8_0   # llama.cpp (gptforge.export_gguf)
 
 The tokenizer goes along: `tokenizer.json` byte for byte, and a `tokenizer_config.json` that declares the generic
 `PreTrainedTokenizerFast` without `auto_map`. The output is deterministic: exporting the same folder twice, or the
@@ -21,12 +22,13 @@ from pathlib import Path
 from transformers import PreTrainedModel
 
 from gptforge.configuration import GPTForgeConfig
+from gptforge.export_gguf import GGUF_TYPES, export_gguf
 from gptforge.modeling import GPTForgeForCausalLM
 from gptforge.modeling.conversion import gptforge_config_to_native, to_transformers
 from gptforge.training.folders import TOKENIZER_COPY_FILES, copy_present
 
-HELP = "export a gptforge folder as a native GPT2LMHeadModel / LlamaForCausalLM folder"
-TARGETS = ("transformers",)
+HELP = "export a gptforge folder as a native GPT2LMHeadModel / LlamaForCausalLM folder, or a GGUF file"
+TARGETS = ("transformers", "gguf")
 NATIVE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 # load-time bookkeeping that Transformers 5.24 writes back into a re-saved tokenizer_config.json; not tokenizer settings
 LOAD_TIME_KEYS = ("is_local", "local_files_only", "name_or_path", "_commit_hash")
@@ -47,7 +49,9 @@ def export_tokenizer(folder: Path, out: Path) -> list[Path]:
     return written
 
 
-def main(folder: str | Path, out: str | Path, to: str = "transformers") -> PreTrainedModel:
+def main(
+    folder: str | Path, out: str | Path, to: str = "transformers", gguf_type: str = "f16"
+) -> PreTrainedModel | Path:
     """Write the native equivalent of the gptforge model in `folder` to `out`; returns the native model.
 
     Raises `ValueError` for an unknown target, a non-causal-LM folder, a config without an exact native counterpart
@@ -55,6 +59,8 @@ def main(folder: str | Path, out: str | Path, to: str = "transformers") -> PreTr
     """
     if to not in TARGETS:
         raise ValueError(f"unknown export target {to!r}; expected one of {TARGETS}")
+    if to == "gguf":  # OUT is a .gguf file; see gptforge.export_gguf
+        return export_gguf(folder, out, gguf_type)
     folder, out = Path(folder), Path(out)
     config = GPTForgeConfig.from_pretrained(folder)
     architecture = (config.architectures or [GPTForgeForCausalLM.__name__])[0]
@@ -77,15 +83,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", help="gptforge model folder (config.json + model.safetensors)")
     parser.add_argument("out", help="output folder for the native model; must not exist or be empty")
     parser.add_argument(
-        "--to", choices=TARGETS, default="transformers", help="target format: a native Transformers folder"
+        "--to", choices=TARGETS, default="transformers", help="target: a native Transformers folder, or a GGUF file"
     )
+    parser.add_argument("--gguf-type", choices=GGUF_TYPES, default="f16", help="GGUF weight type (--to gguf)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        native = main(args.folder, args.out, to=args.to)
+        native = main(args.folder, args.out, to=args.to, gguf_type=args.gguf_type)
     except ValueError as error:
         print(f"gptforge export: error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {type(native).__name__} to {args.out}")
+    print(f"wrote {args.out}" if args.to == "gguf" else f"wrote {type(native).__name__} to {args.out}")
     return 0
