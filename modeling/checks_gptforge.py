@@ -4,7 +4,7 @@ with a message naming the bad value (instead of a shape error deep inside an emb
 missing or unknown tensors.
 
 Separate from the modeling file so that file reads as the model, top to bottom; these checks hold no model logic. The
-flat remote-code copy (gptforge/hub.py) ships it as a sibling file, `checks_gptforge.py`.
+flat remote-code copy (gptforge/remote_code.py) ships it as a sibling file, `checks_gptforge.py`.
 """
 
 import os

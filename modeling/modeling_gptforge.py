@@ -389,11 +389,11 @@ class GPTForgePreTrainedModel(PreTrainedModel):
             check_loaded_keys(info, pretrained_model_name_or_path, cls.__name__)
         return (model, info) if output_loading_info else model
 
-    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/hub.py)
+    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/remote_code.py)
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """Transformers' save, staged in a sibling folder and swapped in whole (`gptforge.storage`): a save killed
         halfway never leaves old and new shards mixed. `push_to_hub=True` saves locally, then uploads."""
-        from ..hub import save_then_push
+        from ..remote_code import save_then_push
         from ..storage import save_atomically
 
         save = partial(save_atomically, super().save_pretrained)

@@ -249,10 +249,10 @@ class GPTForgeTokenizer(TokenizersBackend):
         _check_text_arguments(("text", "pair"), args, kwargs)
         return super().tokenize(*args, **kwargs)
 
-    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/hub.py)
+    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/remote_code.py)
     def save_pretrained(self, save_directory, legacy_format=None, filename_prefix=None, push_to_hub=False, **kwargs):
         """Also writes `auto_map` and the flat remote-code files, so the folder loads without gptforge installed."""
-        from ..hub import save_pretrained_with_code
+        from ..remote_code import save_pretrained_with_code
 
         kwargs.update(legacy_format=legacy_format, filename_prefix=filename_prefix)
         return save_pretrained_with_code(self, super().save_pretrained, save_directory, push_to_hub, **kwargs)
