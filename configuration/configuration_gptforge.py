@@ -271,6 +271,7 @@ class GPTForgeConfig(PreTrainedConfig):
             value = getattr(self, name)
             if value is None or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+        assert self.num_key_value_heads is not None and self.head_dim is not None  # the loop above rejects None
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"num_key_value_heads={self.num_key_value_heads} must divide "

@@ -79,6 +79,7 @@ def check_inputs(
             raise ValueError(f"input_ids must have shape (batch, sequence), got shape {tuple(input_ids.shape)}")
         shape = tuple(input_ids.shape)
     else:
+        assert inputs_embeds is not None  # exactly one of the two, checked above
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
             raise ValueError(
                 f"inputs_embeds must have shape (batch, sequence, hidden_size={config.hidden_size}), "
