@@ -3,22 +3,36 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+# Where torch comes from when pip has no local wheel of it: PyTorch's CPU-only index (PyPI's Linux torch is the
+# multi-GB CUDA build). A CUDA machine may pass its own, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu128.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install test test-slow lint format demo bench clean
+.PHONY: install test test-slow test-all lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU wheel of torch first, so nothing below pulls a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
+	# torch first, so nothing below pulls it from PyPI: the wheel pip's own configuration provides locally
+	# (find-links), if any, else the build from TORCH_INDEX. `--no-deps` because a local wheel folder need not hold
+	# torch's dependencies; the install of gptforge below resolves them from the configured index.
+	$(BIN)/pip install -q --no-index --no-deps torch==$(TORCH_VERSION) \
+		|| $(BIN)/pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX)
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# mypy finds modules by folder: it checks a tree of links that places configuration/, modeling/ and tokenization/
+# inside gptforge/, as the package-dir mapping of pyproject.toml does when installed.
+TYPECHECK := $(VENV)/typecheck
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	rm -rf $(TYPECHECK)/gptforge && mkdir -p $(TYPECHECK)/gptforge
+	ln -s $(CURDIR)/gptforge/* $(CURDIR)/configuration $(CURDIR)/modeling $(CURDIR)/tokenization $(TYPECHECK)/gptforge/
+	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p gptforge
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -29,6 +43,10 @@ test: $(STAMP) lint
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
+
+# everything, `slow` included (the -m here replaces the default `-m 'not slow'` of pyproject's addopts)
+test-all: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 -q -m "slow or not slow"
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/gptforge demo --out runs/demo

@@ -191,8 +191,8 @@ def main(
     out: str = "runs/gpu",
 ) -> dict:
     """Run the GPU benchmark, print the table and one JSON line, write `out`/gpu.json. A unit that fails is reported
-    with its traceback and the others still run; a unit that would start after `deadline_s` is skipped (lent GPU
-    time is rationed: a partial table beats none)."""
+    with its traceback and the others still run; a unit that would start after `deadline_s` is skipped (GPU time
+    may be rationed: a partial table beats none)."""
     import warnings
 
     warnings.filterwarnings("ignore")

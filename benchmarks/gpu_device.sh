@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs `python -m benchmarks.gpu` on a lent GPU machine whose image has torch but an older transformers: installs the
+# Runs `python -m benchmarks.gpu` on a GPU machine whose image has torch but an older transformers: installs the
 # carried transformers wheel (.whl/) into /tmp/site, lays the package out as setuptools' package-dir does (no build
 # needed), then writes the log and gpu.json under $OUT. Arguments pass through to benchmarks.gpu.
 set -euo pipefail

@@ -16,7 +16,7 @@ GOALS = {
     "memory_50257": ("training-step peak at vocab 50257 (above weights + AdamW state), gptforge / Llama", "<=", 0.6),
     "memory_50257_grads_kept": ("the same with gradients kept allocated (activations + transients)", "<=", 0.6),
     "memory_8192": ("training-step peak at vocab 8192 (above weights + AdamW state), gptforge / Llama", "<=", 0.6),
-    # not in the issue: its 50257-vocab goal at batch 8, where logits (not gradients) make the plain path's peak
+    # the 50257-vocab goal at batch 8, where logits (not gradients) make the plain path's peak
     "memory_gpt2s-b8": ("the vocab-50257 step peak at batch 8 (logits-dominated), gptforge / Llama", "<=", 0.6),
 }
 

@@ -271,6 +271,7 @@ class GPTForgeConfig(PreTrainedConfig):
             value = getattr(self, name)
             if value is None or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+        assert self.num_key_value_heads is not None and self.head_dim is not None  # the loop above rejects None
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"num_key_value_heads={self.num_key_value_heads} must divide "
@@ -345,11 +346,11 @@ class GPTForgeConfig(PreTrainedConfig):
             raise ValueError(f"unknown preset {name!r}; expected one of {cls.list_presets()}")
         return cls(**{**copy.deepcopy(PRESETS[name]), **overrides})
 
-    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/hub.py)
+    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/remote_code.py)
     def save_pretrained(self, save_directory, push_to_hub=False, **kwargs):
         """Also writes `auto_map` and the flat remote-code files, so the folder loads without gptforge installed
         (a model's `save_pretrained` saves its config through here)."""
-        from ..hub import save_pretrained_with_code
+        from ..remote_code import save_pretrained_with_code
 
         return save_pretrained_with_code(self, super().save_pretrained, save_directory, push_to_hub, **kwargs)
 

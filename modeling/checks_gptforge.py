@@ -4,7 +4,7 @@ with a message naming the bad value (instead of a shape error deep inside an emb
 missing or unknown tensors.
 
 Separate from the modeling file so that file reads as the model, top to bottom; these checks hold no model logic. The
-flat remote-code copy (gptforge/hub.py) ships it as a sibling file, `checks_gptforge.py`.
+flat remote-code copy (gptforge/remote_code.py) ships it as a sibling file, `checks_gptforge.py`.
 """
 
 import os
@@ -79,6 +79,7 @@ def check_inputs(
             raise ValueError(f"input_ids must have shape (batch, sequence), got shape {tuple(input_ids.shape)}")
         shape = tuple(input_ids.shape)
     else:
+        assert inputs_embeds is not None  # exactly one of the two, checked above
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
             raise ValueError(
                 f"inputs_embeds must have shape (batch, sequence, hidden_size={config.hidden_size}), "

@@ -285,6 +285,7 @@ def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfi
         )
     llama_problems = _mismatches(config, llama_required)
     if not llama_problems:
+        assert config.rope_parameters is not None  # rotary positions: filled by __post_init__
         return LlamaConfig(
             vocab_size=config.vocab_size,
             hidden_size=config.hidden_size,

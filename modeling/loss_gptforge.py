@@ -3,7 +3,7 @@ row chunks, so the full (tokens, vocab) logits never exist; `chunked_causal_lm_l
 `ForCausalLMLoss` that `GPTForgeForCausalLM` calls while training with `labels`.
 
 Separate from the modeling file because it is a self-contained autograd function with its own tuning constants, not
-part of the model's structure; the flat remote-code copy (gptforge/hub.py) ships it as a sibling file,
+part of the model's structure; the flat remote-code copy (gptforge/remote_code.py) ships it as a sibling file,
 `loss_gptforge.py`.
 """
 

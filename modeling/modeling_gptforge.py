@@ -135,6 +135,7 @@ class GPTForgeRotaryEmbedding(nn.Module):
     def __init__(self, config: GPTForgeConfig) -> None:
         super().__init__()
         self.config = config
+        assert config.rope_parameters is not None  # __post_init__ fills it whenever positions are rotary
         self.rope_type = config.rope_parameters.get("rope_type", "default")
         inv_freq, self.attention_scaling = self.compute_inv_freq(config)
         self.inv_freq = nn.Buffer(inv_freq, persistent=False)
@@ -147,6 +148,7 @@ class GPTForgeRotaryEmbedding(nn.Module):
 
     @staticmethod
     def compute_default_rope_parameters(config: GPTForgeConfig, **kwargs) -> tuple[torch.Tensor, float]:
+        assert config.rope_parameters is not None and config.head_dim is not None  # filled by __post_init__
         base = config.rope_parameters["rope_theta"]
         dim = config.head_dim
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
@@ -264,6 +266,7 @@ class GPTForgeAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
+        assert config.head_dim is not None and config.num_key_value_heads is not None  # filled by __post_init__
         self.head_dim = config.head_dim
         self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
         self.scaling = self.head_dim**-0.5
@@ -390,11 +393,11 @@ class GPTForgePreTrainedModel(PreTrainedModel):
             check_loaded_keys(info, pretrained_model_name_or_path, cls.__name__)
         return (model, info) if output_loading_info else model
 
-    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/hub.py)
+    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/remote_code.py)
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """Transformers' save, staged in a sibling folder and swapped in whole (`gptforge.storage`): a save killed
         halfway never leaves old and new shards mixed. `push_to_hub=True` saves locally, then uploads."""
-        from ..hub import save_then_push
+        from ..remote_code import save_then_push
         from ..storage import save_atomically
 
         save = partial(save_atomically, super().save_pretrained)
@@ -542,18 +545,18 @@ class GPTForgeModel(GPTForgePreTrainedModel):
                 config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache
             )
 
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
+        all_hidden_states: tuple[torch.Tensor, ...] | None = () if output_hidden_states else None
+        all_attentions: tuple[torch.Tensor, ...] | None = () if output_attentions else None
         for layer in self.layers:
-            if output_hidden_states:
+            if all_hidden_states is not None:
                 all_hidden_states += (hidden_states,)
             hidden_states, attn_weights = layer(
                 hidden_states, attention_mask=mask, position_embeddings=position_embeddings, cache=cache, **kwargs
             )
-            if output_attentions:
+            if all_attentions is not None:
                 all_attentions += (attn_weights,)
         hidden_states = self.norm(hidden_states)
-        if output_hidden_states:
+        if all_hidden_states is not None:
             all_hidden_states += (hidden_states,)
 
         output = BaseModelOutputWithPast(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from gptforge.hub import model_card
+from gptforge.model_card import model_card
 
 HELP = "upload a saved gptforge folder to the Hugging Face Hub (writes a model card when missing)"
 README = "README.md"

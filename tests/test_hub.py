@@ -33,9 +33,10 @@ from gptforge import (
     GPTForgeForCausalLM,
     GPTForgeForSequenceClassification,
     GPTForgeTokenizer,
-    hub,
+    remote_code,
     train_tokenizer,
 )
+from gptforge.model_card import model_card
 from gptforge.scripts import cli, export, push
 
 CODE_FILES = {
@@ -146,7 +147,7 @@ def test_sharded_save_writes_an_index_and_loads_back(tmp_path, lm):
 
 def test_flat_files_are_the_package_source_with_imports_flattened(lm):
     folder, _ = lm
-    for stem, module_name in hub.FLAT_MODULES.items():
+    for stem, module_name in remote_code.FLAT_MODULES.items():
         flat = (folder / f"{stem}.py").read_text()
         source = Path(sys.modules[module_name].__file__).read_text()
         # the package-only blocks (save hooks) go; the relative imports become same-folder ones; nothing else changes
@@ -188,7 +189,7 @@ def test_flat_files_have_no_network_subprocess_eval_or_file_writes(lm):
     forbidden_calls = {"eval", "exec", "compile", "__import__", "open"}
     for name in CODE_FILES:
         text = (folder / name).read_text()
-        hub.audit_remote_code(text, name)
+        remote_code.audit_remote_code(text, name)
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Import | ast.ImportFrom) and not getattr(node, "level", 0):
                 modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
@@ -221,16 +222,16 @@ def test_flat_files_have_no_network_subprocess_eval_or_file_writes(lm):
     ],
 )
 def test_audit_rejects_unsafe_or_unflat_code(code, problem):
-    with pytest.raises(hub.RemoteCodeError, match=re.escape(problem)):
-        hub.audit_remote_code(code, "x.py")
+    with pytest.raises(remote_code.RemoteCodeError, match=re.escape(problem)):
+        remote_code.audit_remote_code(code, "x.py")
 
 
 def test_flattening_refuses_imports_it_cannot_flatten():
     source = "from ..modeling.conversion import to_transformers\n"
-    with pytest.raises(hub.RemoteCodeError, match="gptforge.modeling.conversion.*not part of the remote code"):
-        hub._rewrite_relative_imports(source, "gptforge.modeling", "m.py")
-    with pytest.raises(hub.RemoteCodeError, match="never closed"):
-        hub._strip_package_only(f"a = 1\n    {hub.PACKAGE_ONLY_BEGIN}\nb = 2\n", "m.py")
+    with pytest.raises(remote_code.RemoteCodeError, match="gptforge.modeling.conversion.*not part of the remote code"):
+        remote_code._rewrite_relative_imports(source, "gptforge.modeling", "m.py")
+    with pytest.raises(remote_code.RemoteCodeError, match="never closed"):
+        remote_code._strip_package_only(f"a = 1\n    {remote_code.PACKAGE_ONLY_BEGIN}\nb = 2\n", "m.py")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -541,7 +542,7 @@ def test_model_card_of_a_classifier_reads_the_run_metrics(tmp_path, classifier):
     records = [{"step": 10, "tokens": 640, "loss": 2.5}, {"step": 10, "eval_loss": 2.25, "eval_perplexity": 9.49}]
     records += [{"step": 20, "tokens": 1280, "loss": 2.0}, {"step": 20, "train_runtime": 12.5, "train_loss": 2.2}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    meta, body = split_card(hub.model_card(folder, repo_id="me/cls"))
+    meta, body = split_card(model_card(folder, repo_id="me/cls"))
     assert meta["pipeline_tag"] == "text-classification" and "base_model" not in meta and "datasets" not in meta
     for row in ("| steps | 20 |", "| tokens_seen | 1,280 |", "| final_train_loss | 2 |", "| eval_loss | 2.25 |"):
         assert row in body

@@ -21,7 +21,7 @@ from transformers import AutoTokenizer, GPT2Tokenizer, TokenizersBackend
 from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING
 
 from gptforge import GPTForgeConfig
-from gptforge.hub import flatten_module
+from gptforge.remote_code import flatten_module
 from gptforge.tokenization import GPTForgeTokenizer, train_tokenizer
 
 STDLIB = Path(os.__file__).parent

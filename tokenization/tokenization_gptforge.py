@@ -31,7 +31,7 @@ _ENCODE_TEXT_ARGS = ("text", "text_pair")
 
 def byte_level_bpe(
     vocab: str | dict[str, int] | None = None,
-    merges: str | list[str] | list[tuple[str, str]] | None = None,
+    merges: str | list[tuple[str, str]] | None = None,
     add_prefix_space: bool = False,
 ) -> Tokenizer:
     """The `tokenizers` pipeline of GPT-2, from a vocabulary or empty (ready for a `BpeTrainer`).
@@ -147,7 +147,7 @@ class GPTForgeTokenizer(TokenizersBackend):
 
     Args:
         vocab: GPT-2 `vocab.json` path or dict; `from_pretrained` fills it from `tokenizer.json` or `vocab.json`.
-        merges: GPT-2 `merges.txt` path or list of merges.
+        merges: GPT-2 `merges.txt` path or list of (left, right) merges.
         bos_token, eos_token, pad_token, unk_token: as in every Transformers tokenizer. Byte-level BPE never needs
             an unknown token, hence no default.
         add_prefix_space: treat the first word like any other (as GPT-2), needed for `is_split_into_words=True`.
@@ -164,7 +164,7 @@ class GPTForgeTokenizer(TokenizersBackend):
     def __init__(
         self,
         vocab: str | dict[str, int] | None = None,
-        merges: str | list[str] | list[tuple[str, str]] | None = None,
+        merges: str | list[tuple[str, str]] | None = None,
         bos_token: AddedToken | str = EOS_TOKEN,
         eos_token: AddedToken | str = EOS_TOKEN,
         pad_token: AddedToken | str = PAD_TOKEN,
@@ -249,10 +249,10 @@ class GPTForgeTokenizer(TokenizersBackend):
         _check_text_arguments(("text", "pair"), args, kwargs)
         return super().tokenize(*args, **kwargs)
 
-    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/hub.py)
+    # >>> gptforge package only: removed from the flat remote-code copy (gptforge/remote_code.py)
     def save_pretrained(self, save_directory, legacy_format=None, filename_prefix=None, push_to_hub=False, **kwargs):
         """Also writes `auto_map` and the flat remote-code files, so the folder loads without gptforge installed."""
-        from ..hub import save_pretrained_with_code
+        from ..remote_code import save_pretrained_with_code
 
         kwargs.update(legacy_format=legacy_format, filename_prefix=filename_prefix)
         return save_pretrained_with_code(self, super().save_pretrained, save_directory, push_to_hub, **kwargs)

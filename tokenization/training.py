@@ -103,6 +103,7 @@ def train_tokenizer(
             raise ValueError(f"the corpus is empty: the {len(files)} file(s) hold no text")
         backend.train(files, trainer=trainer)
     else:
+        assert texts is not None  # _split_corpus returns exactly one of the two
         seen = _Seen()
         backend.train_from_iterator(_checked(texts, seen), trainer=trainer)
         if seen.chars == 0:

@@ -1,34 +1,31 @@
-"""Self-contained model folders for the Hub: flat remote code, `auto_map`, and the model card.
+"""Self-contained model folders: the flat remote-code files and `auto_map` every save writes.
 
 Transformers loads custom code (`trust_remote_code=True`) from flat `.py` files next to `config.json`, and it only
 follows single-dot relative imports between them (`from .configuration_gptforge import GPTForgeConfig`). The package
 keeps its code in `gptforge.configuration`, `gptforge.modeling` and `gptforge.tokenization`, so every save generates
 the flat files from the package source: `flatten_module` rewrites the relative imports, drops the blocks marked
 package-only (the save hooks that call this module), and `audit_remote_code` checks what the result may import and
-call. There is never a second, hand-maintained copy of the code.
+call. There is never a second, hand-maintained copy of the code. The rules an edit of those files must follow (what
+they may import, the package-only markers) are in CONTRIBUTING.md ("Remote code").
 
 Hooks: `GPTForgeConfig.save_pretrained` and `GPTForgeTokenizer.save_pretrained` call `save_pretrained_with_code`.
 A model's `save_pretrained` saves its config, so every model folder gets the code too. In the flat copies the hooks
 are gone; a model loaded from them gets Transformers' own `_auto_class`, and re-saving copies the flat files again.
-
-The model card (`model_card`) is written by `gptforge push` when a folder has no README.md.
 """
 
 import ast
 import importlib
 import importlib.util
 import inspect
-import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import transformers
-import yaml
 from transformers import PreTrainedConfig
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -79,21 +76,6 @@ _AUTO_CLASS_BY_SUFFIX = {
     "ForTokenClassification": "AutoModelForTokenClassification",
     "ForQuestionAnswering": "AutoModelForQuestionAnswering",
 }
-# architecture suffix -> (pipeline tag, Auto class used in the card's snippet)
-_PIPELINE_BY_SUFFIX = {
-    "ForCausalLM": ("text-generation", "AutoModelForCausalLM"),
-    "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
-    "ForTokenClassification": ("token-classification", "AutoModelForTokenClassification"),
-    "ForQuestionAnswering": ("question-answering", "AutoModelForQuestionAnswering"),
-    "Model": ("feature-extraction", "AutoModel"),
-}
-
-TRAINING_SUMMARY_FILE = "training_summary.json"
-METRICS_FILE = "metrics.jsonl"
-# keys of training_summary.json that go to the card's front matter rather than its training table
-_CARD_METADATA_KEYS = ("base_model", "datasets", "license")
-# summary entries that are local paths: never published
-_LOCAL_PATH_KEYS = ("output_dir", "final_dir")
 
 
 class RemoteCodeError(ValueError):
@@ -160,7 +142,8 @@ def audit_remote_code(text: str, filename: str) -> None:
                 problems.append(f"{where}: relative import of {'.' * node.level}{node.module or ''}")
             continue
         if isinstance(node, ast.Import | ast.ImportFrom):
-            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module]
+            # an absolute `from X import` (level 0, handled here) always names its module
+            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             if isinstance(node, ast.Import):
                 # `import os as x` would hide `x.system(...)` from the attribute checks below
                 renamed = [a.name for a in node.names if a.asname and a.name.split(".")[0] in ("os", "torch")]
@@ -202,6 +185,10 @@ def flatten_module(stem: str) -> str:
 
     module = importlib.import_module(FLAT_MODULES[stem])
     source_file = inspect.getsourcefile(module)
+    if source_file is None or not module.__package__:
+        raise RemoteCodeError(
+            f"{FLAT_MODULES[stem]} has no Python source inside a package to generate remote code from"
+        )
     origin = f"{FLAT_MODULES[stem]} ({source_file})"
     text = Path(source_file).read_text(encoding="utf-8")
     text = _strip_package_only(text, origin)
@@ -295,235 +282,18 @@ def save_then_push(obj: Any, save: Callable[..., Any], save_directory: str | os.
     return result
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# model card
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def summarize_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Headline figures from `metrics.jsonl` records (the `Trainer` logs `pretrain`/`finetune` append there)."""
-    records = [record for record in records if isinstance(record, Mapping)]
-
-    def last(key: str) -> Any:
-        return next((record[key] for record in reversed(records) if record.get(key) is not None), None)
-
-    figures = {
-        "steps": max((record["step"] for record in records if "step" in record), default=None),
-        "tokens_seen": max((record["tokens"] for record in records if "tokens" in record), default=None),
-        "final_train_loss": last("loss"),
-        "eval_loss": last("eval_loss"),
-        "eval_perplexity": last("eval_perplexity"),
-        "train_runtime_s": last("train_runtime"),
-    }
-    return {key: value for key, value in figures.items() if value is not None}
-
-
-def read_training_figures(folder: str | os.PathLike) -> dict[str, Any]:
-    """The training figures recorded with a model, or `{}`.
-
-    Contract with `pretrain`/`finetune`: `training_summary.json` in the model folder, a JSON object whose scalar
-    entries are shown in the card in file order (what `pretrain.main` returns: `global_step`, `tokens_seen`,
-    `train_loss`, `eval_loss`, `eval_perplexity`, `train_runtime_s`, ...; local paths `output_dir`/`final_dir` are
-    left out), plus optional `base_model` (str, for fine-tunes), `datasets` (Hub dataset ids) and `license`, which
-    go to the front matter. Without it, `summarize_metrics` of `metrics.jsonl` in the folder or its parent (the run
-    folder of `OUT/final`) is used.
-    """
-    folder = Path(folder)
-    summary = folder / TRAINING_SUMMARY_FILE
-    if summary.is_file():
-        data = json.loads(summary.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"{summary} must hold a JSON object, got {type(data).__name__}")
-        return {key: value for key, value in data.items() if key not in _LOCAL_PATH_KEYS and value is not None}
-    for metrics in (folder / METRICS_FILE, folder.parent / METRICS_FILE):
-        if metrics.is_file():
-            lines = metrics.read_text(encoding="utf-8").splitlines()
-            return summarize_metrics(json.loads(line) for line in lines if line.strip())
-    return {}
-
-
-def _format_figure(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list | tuple):
-        return ", ".join(map(str, value))
-    return str(value)
-
-
-def count_parameters(folder: str | os.PathLike) -> int | None:
-    """Number of stored parameters (tied tensors once), read from the safetensors headers without loading them."""
-    from safetensors import safe_open
-
-    folder = Path(folder)
-    total = 0
-    files = sorted(folder.glob("*.safetensors"))
-    for path in files:
-        with safe_open(path, framework="pt") as f:
-            for key in f.keys():
-                numel = 1
-                for dim in f.get_slice(key).get_shape():
-                    numel *= dim
-                total += numel
-    return total if files else None
-
-
-def _native_equivalent(config: Any) -> str:
-    from .modeling.conversion import gptforge_config_to_native
-
-    try:
-        native = gptforge_config_to_native(config)
-    except ValueError:
-        return "none (gptforge-specific features)"
-    return "GPT2LMHeadModel" if native.model_type == "gpt2" else "LlamaForCausalLM"
-
-
-def _architecture_rows(config: Any, architecture: str, parameters: int | None) -> list[tuple[str, str]]:
-    heads = f"{config.num_attention_heads} query / {config.num_key_value_heads} key-value, head dim {config.head_dim}"
-    position = config.position_embedding_type
-    if position == "rope":
-        position = (
-            f"rotary (theta {config.rope_parameters.get('rope_theta')}, {config.rope_parameters.get('rope_type')})"
-        )
-    return [
-        ("class", f"`{architecture}`"),
-        ("parameters", f"{parameters:,}" if parameters is not None else "unknown"),
-        ("layers", str(config.num_hidden_layers)),
-        ("hidden size", str(config.hidden_size)),
-        ("attention heads", heads),
-        ("attention", "causal" if config.is_causal else "bidirectional"),
-        ("MLP", f"{config.mlp_type}, {config.hidden_act}, intermediate {config.intermediate_size}"),
-        ("positions", position),
-        ("norm", f"{config.norm_type}, {config.norm_position}-norm, eps {config.norm_eps}"),
-        ("biases", f"attention {config.attention_bias}, MLP {config.mlp_bias}"),
-        ("vocabulary", str(config.vocab_size)),
-        ("context length", str(config.max_position_embeddings)),
-        ("tied embeddings", str(config.tie_word_embeddings)),
-        ("dtype", str(getattr(config, "dtype", None) or "float32").removeprefix("torch.")),
-        ("exact native Transformers model", _native_equivalent(config)),
-    ]
-
-
-def _table(rows: Iterable[tuple[str, str]], header: tuple[str, str]) -> str:
-    def cell(text: str) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
-
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    lines += [f"| {cell(key)} | {cell(value)} |" for key, value in rows]
-    return "\n".join(lines)
-
-
-TRUST_REMOTE_CODE_NOTE = f"""\
-`trust_remote_code=True` lets Transformers import and run the Python files of this repository
-({", ".join(f"`{name}.py`" for name in FLAT_MODULES)}) on your machine, with your permissions. gptforge
-generates them from its own package source at save time. They import only torch,
-transformers, packages transformers itself requires (tokenizers, huggingface_hub, safetensors), the Python standard
-library and each other, and they contain no network, subprocess, `eval`/`exec` or file-writing code. The weights
-are safetensors only, never pickle. Read the files before you trust them, and pin `revision=` to a commit you have
-read: a later push to this repository can change the code that runs. With gptforge installed and imported
-(`import gptforge`), the package's own classes load the model and no code from the repository runs."""
-
-
-def model_card(
-    folder: str | os.PathLike,
-    repo_id: str | None = None,
-    figures: Mapping[str, Any] | None = None,
-    license: str | None = None,
-    datasets: list[str] | None = None,
-    base_model: str | None = None,
-) -> str:
-    """A README.md for a saved gptforge folder: YAML front matter, architecture table, training figures, usage.
-
-    `figures` default to `read_training_figures(folder)`; `license`, `datasets` and `base_model` default to the
-    entries of the same name there, the license to "apache-2.0".
-    """
-    from .configuration import GPTForgeConfig
-
-    folder = Path(folder)
-    model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
-    if model_type != GPTForgeConfig.model_type:
-        raise ValueError(
-            f"{folder} holds a {model_type!r} model, not gptforge: write its README.md model card yourself"
-        )
-    config = GPTForgeConfig.from_pretrained(folder)
-    architecture = (config.architectures or ["GPTForgeForCausalLM"])[0]
-    suffix = architecture.removeprefix("GPTForge")
-    pipeline_tag, auto_class = _PIPELINE_BY_SUFFIX.get(suffix, _PIPELINE_BY_SUFFIX["Model"])
-    figures = dict(read_training_figures(folder) if figures is None else figures)
-    metadata_defaults = {key: figures.pop(key, None) for key in _CARD_METADATA_KEYS}
-    repo = repo_id or folder.resolve().name
-
-    front = {
-        "library_name": "transformers",
-        "pipeline_tag": pipeline_tag,
-        "tags": ["gptforge"],
-        "license": license or metadata_defaults["license"] or "apache-2.0",
-    }
-    datasets = datasets or metadata_defaults["datasets"]
-    if datasets:
-        front["datasets"] = [datasets] if isinstance(datasets, str) else list(datasets)
-    base_model = base_model or metadata_defaults["base_model"]
-    if base_model:
-        front["base_model"] = base_model
-
-    scalar_figures = [(key, _format_figure(value)) for key, value in figures.items() if not isinstance(value, dict)]
-    training = (
-        _table(scalar_figures, ("figure", "value"))
-        if scalar_figures
-        else f"No training figures were recorded (`{TRAINING_SUMMARY_FILE}` or `{METRICS_FILE}`)."
-    )
-    if pipeline_tag == "text-generation":
-        use = 'print(pipe("Once upon a time", max_new_tokens=40)[0]["generated_text"])'
-    else:
-        use = 'print(pipe("An example input"))'
-
-    sections = [
-        "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---",
-        f"# {repo}",
-        f"A `{architecture}` model built and trained with gptforge"
-        + (f", fine-tuned from `{base_model}`." if base_model else "."),
-        "## Architecture\n\n"
-        + _table(_architecture_rows(config, architecture, count_parameters(folder)), ("property", "value")),
-        "## Training\n\n" + training,
-        "## Usage\n\nWith the gptforge package installed, its own classes load the model and no code from this "
-        "repository runs.\n\n"
-        "```python\n"
-        "import gptforge  # registers the gptforge classes with the Auto classes\n"
-        f"from transformers import {auto_class}, AutoTokenizer, pipeline\n\n"
-        f'model = {auto_class}.from_pretrained("{repo}")\n'
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
-        f'pipe = pipeline("{pipeline_tag}", model="{repo}")\n'
-        f"{use}\n"
-        "```\n\n"
-        "With only torch and transformers: the code files of this repository are imported (see below).\n\n"
-        "```python\n"
-        f"from transformers import {auto_class}, AutoTokenizer, pipeline\n\n"
-        'revision = "<commit sha you have read>"\n'
-        f'model = {auto_class}.from_pretrained("{repo}", trust_remote_code=True, revision=revision)\n'
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo}", trust_remote_code=True, revision=revision)\n'
-        f'pipe = pipeline("{pipeline_tag}", model="{repo}", trust_remote_code=True, revision=revision)\n'
-        f"{use}\n"
-        "```",
-        "## What `trust_remote_code=True` means\n\n" + TRUST_REMOTE_CODE_NOTE,
-    ]
-    return "\n\n".join(sections) + "\n"
-
-
 __all__ = [
+    "ALLOWED_PACKAGES",
     "FLAT_MODULES",
+    "PACKAGE_ONLY_BEGIN",
+    "PACKAGE_ONLY_END",
     "RemoteCodeError",
     "audit_remote_code",
-    "count_parameters",
     "flatten_module",
     "model_auto_map",
-    "model_card",
-    "read_training_figures",
     "remote_code_files",
     "save_pretrained_with_code",
-    "summarize_metrics",
+    "save_then_push",
     "tokenizer_auto_map",
     "write_remote_code",
 ]
