@@ -98,6 +98,7 @@ def gguf_tensors(model: GPTForgeForCausalLM, architecture: str) -> dict[str, tor
         layer, blk = f"model.layers.{i}.", f"blk.{i}."
         if architecture == "llama":
             kv_heads = config.num_key_value_heads
+            assert kv_heads is not None  # GPTForgeConfig fills it in __post_init__
             tensors |= {
                 blk + "attn_norm.weight": state[layer + "input_layernorm.weight"],
                 blk + "attn_q.weight": _permute_rotary_rows(
@@ -224,6 +225,7 @@ def export_gguf(folder: str | Path, out: str | Path, outtype: str = "f16") -> Pa
         if architecture == "gpt2":
             writer.add_layer_norm_eps(config.norm_eps)
         else:
+            assert config.rope_parameters is not None  # a Llama-shaped config has RoPE (checked above)
             writer.add_head_count_kv(config.num_key_value_heads)
             writer.add_layer_norm_rms_eps(config.norm_eps)
             writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))

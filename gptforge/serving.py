@@ -89,7 +89,7 @@ class GPTForgeServe(Serve):
     """`transformers serve`, with the loader that can load gptforge folders."""
 
     def run(self, *args: Any, **kwargs: Any) -> None:
-        self.loader = GPTForgeModelLoader.from_loader(self.loader)
+        self.loader: Any = GPTForgeModelLoader.from_loader(self.loader)
         super().run(*args, **kwargs)
 
 
