@@ -51,6 +51,7 @@ from ..compiling import compile_blocks  # noqa: E402
 from ..configuration import GPTForgeConfig  # noqa: E402
 from ..tokenization import train_tokenizer  # noqa: E402
 from . import data as data_lib  # noqa: E402
+from . import distributed  # noqa: E402
 from .checkpointing import (  # noqa: E402  (re-exported: the checkpoint rules live in one module)
     CompleteCheckpointCallback,
     GPTForgeTrainer,
@@ -303,6 +304,7 @@ def main(
     Everything that can be wrong with the inputs (missing data, column, block size, a folder with checkpoints but
     no `--resume`) fails here before the first step, so a long run never dies on a typo after tokenising.
     """
+    distributed.check_launch()  # before anything: `accelerate launch --cpu` would train one process, not N
     out = Path(output_dir)
     metrics_path, png_path, final_dir = out / "metrics.jsonl", out / "loss.png", out / "final"
     own_tokenizer = out / "tokenizer"
@@ -322,9 +324,11 @@ def main(
         for stale in (final_dir, own_tokenizer, metrics_path, png_path):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    resume_from = find_latest_checkpoint(out, world_size) if resume else None
+    # any number of processes may have written it: the checkpoint's own RNG files are what must be complete
+    resume_from = find_latest_checkpoint(out) if resume else None
     if resume and resume_from is None:
         print(f"--resume: no complete checkpoint in {str(out)!r}; starting from scratch")
+    resize_note = distributed.check_resume_world_size(resume_from, world_size) if resume_from else None
     if preset is not None and config is not None:
         raise ValueError("pass either a preset or a config JSON, not both")
     override_values = parse_overrides(overrides)
@@ -432,12 +436,14 @@ def main(
         out.mkdir(parents=True, exist_ok=True)
         for leftover in remove_unfinished(out):  # checkpoints and staged saves a crash cut short
             print(f"removed {leftover.name}: its save never finished")
-        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not trainer.is_fsdp_enabled:
-            # accelerate only shards on accelerators; on CPU the launch silently becomes DDP
-            print("note: the accelerate config asks for FSDP, but FSDP is not active on this device; running DDP")
+        if resize_note:
+            print(f"note: {resize_note}")
+        engine = "FSDP2" if trainer.is_fsdp_enabled else ("DDP" if args.world_size > 1 else "one process")
         print(
             f"pretraining {n_params / 1e6:.2f}M parameters on {len(train_blocks)} blocks of {block_size} tokens "
-            f"({len(eval_blocks)} validation blocks) from {source}"
+            f"({len(eval_blocks)} validation blocks) from {source}; {engine}: {args.world_size} process(es) x "
+            f"{batch_size} blocks x {gradient_accumulation_steps} accumulation = global batch "
+            f"{batch_size * gradient_accumulation_steps * args.world_size}"
             + (f"; resuming from {resume_from.name}" if resume_from else "")
         )
 
