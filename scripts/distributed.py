@@ -147,7 +147,9 @@ def check_resume_world_size(folder: str | os.PathLike, world_size: int) -> str |
     more: distributed checkpoints reshard on load); one process is a `ValueError` saying so.
     """
     saved = saved_world_size(folder)
-    if _flag("ACCELERATE_USE_FSDP") and not is_sharded_checkpoint(folder):
+    sharded_launch = "SHARDED" in os.environ.get("FSDP_STATE_DICT_TYPE", "").upper()
+    if _flag("ACCELERATE_USE_FSDP") and sharded_launch and not is_sharded_checkpoint(folder):
+        # Trainer would look for `pytorch_model_fsdp_0/` and fail deep inside the load
         raise ValueError(
             f"{folder} holds full weights (written without FSDP, or with FULL_STATE_DICT) and this launch asks for "
             "FSDP with sharded checkpoints; resume it without FSDP (DDP or one process)"

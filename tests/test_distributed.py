@@ -169,6 +169,9 @@ def test_resume_with_another_world_size_is_reported_or_refused(tmp_path, monkeyp
     with pytest.raises(ValueError, match="sharded FSDP checkpoint .* with 2 or more processes"):
         distributed.check_resume_world_size(fsdp, 1)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_STATE_DICT_TYPE", "FULL_STATE_DICT")  # full checkpoints under FSDP: no objection
+    assert distributed.check_resume_world_size(two, 2) is None
+    monkeypatch.setenv("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")
     with pytest.raises(ValueError, match="holds full weights .* resume it without FSDP"):
         distributed.check_resume_world_size(two, 2)
 
