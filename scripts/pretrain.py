@@ -38,7 +38,7 @@ from transformers import AutoModelForCausalLM, set_seed
 from ..compiling import compile_blocks
 from ..configuration import GPTForgeConfig
 from ..tokenization import train_tokenizer
-from ..training import encoding, sources
+from ..training import distributed, encoding, sources
 from ..training.arguments import training_arguments
 from ..training.checkpointing import (
     CompleteCheckpointCallback,
@@ -117,6 +117,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     Everything that can be wrong with the inputs (missing data, column, block size, a folder with checkpoints but
     no `--resume`) fails here before the first step, so a long run never dies on a typo after tokenising.
     """
+    distributed.check_launch()  # before anything: `accelerate launch --cpu` would train one process, not N
     out = Path(options.output_dir)
     metrics_path, png_path, final_dir = out / "metrics.jsonl", out / "loss.png", out / "final"
     own_tokenizer = out / "tokenizer"
@@ -136,9 +137,11 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         for stale in (final_dir, own_tokenizer, metrics_path, png_path):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    resume_from = find_latest_checkpoint(out, world_size) if options.resume else None
+    # any number of processes may have written it: the checkpoint's own RNG files are what must be complete
+    resume_from = find_latest_checkpoint(out) if options.resume else None
     if options.resume and resume_from is None:
         print(f"--resume: no complete checkpoint in {str(out)!r}; starting from scratch")
+    resize_note = distributed.check_resume_world_size(resume_from, world_size) if resume_from else None
     if options.preset is not None and options.config is not None:
         raise ValueError("pass either a preset or a config JSON, not both")
     override_values = parse_overrides(options.overrides)
@@ -224,12 +227,14 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         for leftover in remove_unfinished(out):  # checkpoints and staged saves a crash cut short
             print(f"removed {leftover.name}: its save never finished")
-        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not trainer.is_fsdp_enabled:
-            # accelerate only shards on accelerators; on CPU the launch silently becomes DDP
-            print("note: the accelerate config asks for FSDP, but FSDP is not active on this device; running DDP")
+        if resize_note:
+            print(f"note: {resize_note}")
+        engine = "FSDP2" if trainer.is_fsdp_enabled else ("DDP" if args.world_size > 1 else "one process")
         print(
             f"pretraining {n_params / 1e6:.2f}M parameters on {len(train_blocks)} blocks of {options.block_size} tokens "
-            f"({len(eval_blocks)} validation blocks) from {source}"
+            f"({len(eval_blocks)} validation blocks) from {source}; {engine}: {args.world_size} process(es) x "
+            f"{options.batch_size} blocks x {options.gradient_accumulation_steps} accumulation = global batch "
+            f"{options.batch_size * options.gradient_accumulation_steps * args.world_size}"
             + (f"; resuming from {resume_from.name}" if resume_from else "")
         )
 

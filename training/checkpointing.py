@@ -93,8 +93,11 @@ def verify_checkpoint(folder: str | os.PathLike, world_size: int | None = None) 
         rng = tuple(saved) or ("rng_state.pth",)
     else:
         rng = ("rng_state.pth",) if world_size <= 1 else tuple(f"rng_state_{i}.pth" for i in range(world_size))
-    missing = [name for name in (*REQUIRED_STATE, *rng) if name not in recorded]
-    if not any(name in recorded for name in WEIGHT_FILES):
+    # FSDP's sharded checkpoints hold weights and optimizer as distributed-checkpoint folders, one shard per process
+    sharded = sharded_state_present(recorded)
+    required = [name for name in REQUIRED_STATE if not (name == "optimizer.pt" and sharded["optimizer"])]
+    missing = [name for name in (*required, *rng) if name not in recorded]
+    if not sharded["model"] and not any(name in recorded for name in WEIGHT_FILES):
         missing.append(" or ".join(WEIGHT_FILES))
     if missing:
         raise CheckpointError(
@@ -107,6 +110,14 @@ def verify_checkpoint(folder: str | os.PathLike, world_size: int | None = None) 
         if actual != size:
             state = "is missing" if actual is None else f"has {actual} bytes, not the {size} written"
             raise CheckpointError(f"{path} {state}: the checkpoint was damaged after it was saved")
+
+
+def sharded_state_present(recorded: dict[str, int]) -> dict[str, bool]:
+    """Which parts of a checkpoint are FSDP distributed checkpoints (`pytorch_model_fsdp_0/`, `optimizer_0/`)."""
+    return {
+        "model": any(re.match(r"pytorch_model_fsdp_\d+/.+\.distcp$", name) for name in recorded),
+        "optimizer": any(re.match(r"optimizer_\d+/.+\.distcp$", name) for name in recorded),
+    }
 
 
 def find_latest_checkpoint(output_dir: str | os.PathLike, world_size: int | None = None) -> Path | None:
@@ -158,7 +169,26 @@ class CompleteCheckpointCallback(TrainerCallback):
 
 
 class GPTForgeTrainer(Trainer):
-    """`Trainer` that refuses to train on a non-finite loss (see `NonFiniteLossError`)."""
+    """`Trainer` that refuses to train on a non-finite loss (see `NonFiniteLossError`), and runs FSDP2 on CPU
+    processes when FSDP is asked for (`distributed.enable_fsdp_on_cpu`), with sharded checkpoints that carry their
+    config and a final save that gathers the full weights (`distributed.save_full_model`)."""
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        from .distributed import enable_fsdp_on_cpu
+
+        enable_fsdp_on_cpu(self)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        from .distributed import is_sharded_fsdp, save_checkpoint_metadata, save_full_model
+
+        if not is_sharded_fsdp(self):
+            return super().save_model(output_dir, _internal_call)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if _internal_call:  # a checkpoint: the shards follow (Trainer's optimizer save); add what resume reads
+            save_checkpoint_metadata(self, output_dir)
+        else:  # a model folder: the full weights, loadable in one process
+            save_full_model(self, output_dir)
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
         loss = super().training_step(model, inputs, num_items_in_batch)
