@@ -24,8 +24,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from gptforge.configuration import GPTForgeConfig
-from gptforge.scripts import checkpointing, cli, distributed, pretrain
+from gptforge.scripts import cli, pretrain
 from gptforge.tokenization import train_tokenizer
+from gptforge.training import checkpointing, distributed
+from gptforge.training.options import from_namespace
 
 SCRIPTS = Path(pretrain.__file__).parent
 WORKERS = Path(__file__).parent / "workers"
@@ -210,7 +212,7 @@ def test_two_processes_match_one_with_the_same_global_batch(setup, launcher):
     train, _, records = losses(out)
     assert sorted(train) == list(range(1, STEPS + 1)) and train[STEPS] < train[1]  # it trained
     assert records[-1]["tokens"] == STEPS * 2 * 2 * 32  # step * per-device batch * processes * block size
-    assert pretrain.find_latest_checkpoint(out) == out / f"checkpoint-{STEPS}"
+    assert checkpointing.find_latest_checkpoint(out) == out / f"checkpoint-{STEPS}"
     middle = out / f"checkpoint-{SAVE}"
     checkpointing.verify_checkpoint(middle, world_size=2)
     if engine == "FSDP2":  # distributed checkpoint: one shard file per process, no full weights
@@ -263,19 +265,13 @@ def test_sharded_checkpoint_resumed_in_one_process_is_refused(setup):
         pytest.skip("needs test_two_processes_match_one_with_the_same_global_batch[accelerate-fsdp] first")
     run = truncate_at(root / "accelerate-fsdp", root / "fsdp-to-one", SAVE)
     with pytest.raises(ValueError, match="is a sharded FSDP checkpoint"):
-        pretrain.main(run, **_kwargs(argv(run, 4, resume=True)))
+        run_pretrain_in_process(argv(run, 4, resume=True))
 
 
-def _kwargs(args: list[str]) -> dict:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    pretrain.add_arguments(parser)
-    parsed = parser.parse_args(args[1:])
-    kwargs = dict(vars(parsed))
-    kwargs.pop("output_dir")
-    kwargs["progress"] = not kwargs.pop("no_progress")
-    return kwargs
+def run_pretrain_in_process(args: list[str]) -> None:
+    """`gptforge pretrain ARGS` in this process, letting its exceptions through (the CLI turns them into exit codes)."""
+    parsed = cli.build_parser().parse_args(args)
+    pretrain.main.__wrapped__(from_namespace(pretrain.main.options_type, parsed))
 
 
 # --------------------------------------------------------------------------------------------------------------------
