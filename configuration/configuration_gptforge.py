@@ -10,6 +10,7 @@ naming the field and the value.
 """
 
 import copy
+import math
 import os
 from typing import Any
 
@@ -21,6 +22,16 @@ _POSITION_TYPES = ("rope", "learned", "none")
 _NORM_TYPES = ("rmsnorm", "layernorm")
 _NORM_POSITIONS = ("pre", "post")
 _MLP_TYPES = ("gated", "plain")
+
+# Where Transformers finds each class among a saved folder's flat remote-code files (`trust_remote_code=True`). Every
+# config carries it, not only saved ones, so that a save and a load give back the same `to_dict()`.
+AUTO_MAP = {
+    "AutoConfig": "configuration_gptforge.GPTForgeConfig",
+    "AutoModel": "modeling_gptforge.GPTForgeModel",
+    "AutoModelForCausalLM": "modeling_gptforge.GPTForgeForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_gptforge.GPTForgeForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_gptforge.GPTForgeForTokenClassification",
+}
 
 # Named sizes. Each entry is a set of overrides on the field defaults below; the comment gives the parameter count.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -134,7 +145,40 @@ PRESETS: dict[str, dict[str, Any]] = {
         attention_dropout=0.1,
         hidden_dropout=0.1,
     ),
+    # 4.3M params: the encoder of the document gptforge grew from (its `EncoderLayer`): post-norm with one LayerNorm
+    # shared by both residual joins, a single head over the whole width without 1/sqrt(d) scaling, a ReLU MLP, dropout
+    # on both branches. It has no output projection: `from_seed_encoder` sets o_proj to the identity (zero bias); a
+    # fresh model trains its o_proj like any other. Learned positions, which the document's layers leave to the caller.
+    "seed-encoder": dict(
+        vocab_size=4096,
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=1,
+        max_position_embeddings=512,
+        position_embedding_type="learned",
+        norm_type="layernorm",
+        norm_eps=1e-5,
+        norm_position="post",
+        shared_post_norm=True,
+        is_causal=False,
+        mlp_type="plain",
+        hidden_act="relu",
+        attention_bias=True,
+        attention_scale=1.0,
+        mlp_bias=True,
+        tie_word_embeddings=True,
+        hidden_dropout=0.1,
+    ),
 }
+
+
+def naming_file(exc: ValueError, where: str | os.PathLike, subfolder: str | None) -> ValueError:
+    """`exc` with the config file it came from (a folder's `config.json`) in front of its message."""
+    where = os.fspath(where)
+    if not where.endswith(".json"):
+        where = os.path.join(where, subfolder or "", "config.json")
+    return ValueError(f"{where}: {exc}")
 
 
 @strict
@@ -194,10 +238,13 @@ class GPTForgeConfig(PreTrainedConfig):
     norm_eps: float = 1e-6
     norm_bias: bool = True  # LayerNorm only: nanoGPT-style bias-free LayerNorm sets this False
     norm_position: str = "pre"  # "pre" (GPT-2, Llama; adds a final norm) or "post" (original Transformer)
+    shared_post_norm: bool = False  # post-norm only: one norm at both residual joins of a block (the seed encoder)
     is_causal: bool = True  # False: bidirectional attention (encoder)
     mlp_type: str = "gated"  # "gated": down(act(gate(x)) * up(x)) (SwiGLU); "plain": down(act(up(x)))
     hidden_act: str = "silu"  # any key of transformers.activations.ACT2FN
     attention_bias: bool = False
+    # multiplies q.k before the softmax; None: 1/sqrt(head_dim). The seed encoder does not scale (1.0).
+    attention_scale: float | None = None
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
 
@@ -255,6 +302,8 @@ class GPTForgeConfig(PreTrainedConfig):
         if self.position_embedding_type != "rope":
             # the base class fills in default RoPE parameters for every config; they mean nothing here
             self.rope_parameters = None
+        if getattr(self, "auto_map", None) is None:  # a loaded config keeps the map its file holds
+            self.auto_map = dict(AUTO_MAP)
 
     def validate_architecture(self) -> None:
         """Cross-field checks; each failure is a `ValueError` naming the field and its value."""
@@ -297,6 +346,16 @@ class GPTForgeConfig(PreTrainedConfig):
             )
         if self.norm_eps <= 0:
             raise ValueError(f"norm_eps must be positive, got norm_eps={self.norm_eps!r}")
+        if self.shared_post_norm and self.norm_position != "post":
+            raise ValueError(
+                f"shared_post_norm=True needs norm_position='post', got norm_position={self.norm_position!r} (a "
+                "pre-norm block's two norms feed different branches; only post-norm joins can share one)"
+            )
+        if self.attention_scale is not None and not (math.isfinite(self.attention_scale) and self.attention_scale > 0):
+            raise ValueError(
+                f"attention_scale must be None (1/sqrt(head_dim)) or a positive number, got "
+                f"attention_scale={self.attention_scale!r}"
+            )
         for name in ("attention_dropout", "hidden_dropout", "embedding_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -311,7 +370,7 @@ class GPTForgeConfig(PreTrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "GPTForgeConfig":
         """Refuse another model's config instead of building a gptforge model from fields that mean something else,
-        and name the file an invalid config came from (Transformers' loaders pass its folder as `name_or_path`)."""
+        and name the file an invalid config came from (AutoConfig passes its folder as `name_or_path`)."""
         try:
             model_type = config_dict.get("model_type", cls.model_type)
             if model_type != cls.model_type:
@@ -320,19 +379,20 @@ class GPTForgeConfig(PreTrainedConfig):
                 )
             return super().from_dict(config_dict, **kwargs)
         except ValueError as exc:
-            where = kwargs.get("name_or_path")
-            if not where:
+            if not kwargs.get("name_or_path"):
                 raise
-            where = os.fspath(where)
-            if not where.endswith(".json"):
-                where = os.path.join(where, kwargs.get("subfolder") or "", "config.json")
-            raise ValueError(f"{where}: {exc}") from exc
+            raise naming_file(exc, kwargs["name_or_path"], kwargs.get("subfolder")) from exc
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "GPTForgeConfig":
-        """As Transformers' loader; passes the source on so that errors can name the file (as AutoConfig does)."""
-        kwargs.setdefault("name_or_path", pretrained_model_name_or_path)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        """As Transformers' loader, with an invalid file named in the error. The source is not recorded in the config
+        (`name_or_path`), as with native configs, so a save and a load give back the same `to_dict()`."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except ValueError as exc:
+            if kwargs.get("name_or_path"):  # named in `from_dict` already
+                raise
+            raise naming_file(exc, pretrained_model_name_or_path, kwargs.get("subfolder")) from exc
 
     @classmethod
     def list_presets(cls) -> list[str]:
@@ -357,4 +417,4 @@ class GPTForgeConfig(PreTrainedConfig):
     # <<< gptforge package only
 
 
-__all__ = ["GPTForgeConfig", "PRESETS"]
+__all__ = ["GPTForgeConfig", "PRESETS", "AUTO_MAP"]

@@ -120,16 +120,22 @@ def _architecture_rows(config: Any, architecture: str, parameters: int | None) -
         position = (
             f"rotary (theta {config.rope_parameters.get('rope_theta')}, {config.rope_parameters.get('rope_type')})"
         )
+    attention = "causal" if config.is_causal else "bidirectional"
+    if config.attention_scale is not None:
+        attention += f", scores scaled by {config.attention_scale}"
+    norm = f"{config.norm_type}, {config.norm_position}-norm, eps {config.norm_eps}"
+    if config.shared_post_norm:
+        norm += ", one norm shared by both residual joins"
     return [
         ("class", f"`{architecture}`"),
         ("parameters", f"{parameters:,}" if parameters is not None else "unknown"),
         ("layers", str(config.num_hidden_layers)),
         ("hidden size", str(config.hidden_size)),
         ("attention heads", heads),
-        ("attention", "causal" if config.is_causal else "bidirectional"),
+        ("attention", attention),
         ("MLP", f"{config.mlp_type}, {config.hidden_act}, intermediate {config.intermediate_size}"),
         ("positions", position),
-        ("norm", f"{config.norm_type}, {config.norm_position}-norm, eps {config.norm_eps}"),
+        ("norm", norm),
         ("biases", f"attention {config.attention_bias}, MLP {config.mlp_bias}"),
         ("vocabulary", str(config.vocab_size)),
         ("context length", str(config.max_position_embeddings)),

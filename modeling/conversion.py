@@ -1,4 +1,5 @@
-"""Conversion between gptforge and Transformers' native GPT-2 and Llama models.
+"""Conversion between gptforge and Transformers' native GPT-2 and Llama models, and from PyTorch's post-norm encoder
+and the seed document's encoder layers.
 
 One explicit name map per source (LitGPT / gpt-fast style). GPT-2 stores its projections as `Conv1D` (weights are
 (in, out), so they are transposed) and fuses q, k, v into `c_attn` (split into thirds); Llama's names are ours, so
@@ -8,7 +9,7 @@ tensor is filled, and that shapes agree; a config feature with no counterpart ra
 This module is not part of a pushed model's code: it imports the native model classes.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
@@ -77,6 +78,23 @@ TORCH_ENCODER_WEIGHT_MAP: dict[str, tuple[tuple[str, ...], str]] = {
     "layers.{}.norm1.bias": (("layers.{}.input_layernorm.bias",), "copy"),
     "layers.{}.norm2.weight": (("layers.{}.post_attention_layernorm.weight",), "copy"),
     "layers.{}.norm2.bias": (("layers.{}.post_attention_layernorm.bias",), "copy"),
+}
+
+# The seed document's `EncoderLayer`s (a list or `nn.ModuleList` of them) -> GPTForgeModel's layers. It has no output
+# projection (o_proj becomes the identity) and one `layer_norm` for both joins (`shared_post_norm`).
+SEED_ENCODER_WEIGHT_MAP: dict[str, tuple[tuple[str, ...], str]] = {
+    "{}.self_attention.query.weight": (("layers.{}.self_attn.q_proj.weight",), "copy"),
+    "{}.self_attention.query.bias": (("layers.{}.self_attn.q_proj.bias",), "copy"),
+    "{}.self_attention.key.weight": (("layers.{}.self_attn.k_proj.weight",), "copy"),
+    "{}.self_attention.key.bias": (("layers.{}.self_attn.k_proj.bias",), "copy"),
+    "{}.self_attention.value.weight": (("layers.{}.self_attn.v_proj.weight",), "copy"),
+    "{}.self_attention.value.bias": (("layers.{}.self_attn.v_proj.bias",), "copy"),
+    "{}.feed_forward.0.weight": (("layers.{}.mlp.up_proj.weight",), "copy"),
+    "{}.feed_forward.0.bias": (("layers.{}.mlp.up_proj.bias",), "copy"),
+    "{}.feed_forward.2.weight": (("layers.{}.mlp.down_proj.weight",), "copy"),
+    "{}.feed_forward.2.bias": (("layers.{}.mlp.down_proj.bias",), "copy"),
+    "{}.layer_norm.weight": (("layers.{}.input_layernorm.weight",), "copy"),
+    "{}.layer_norm.bias": (("layers.{}.input_layernorm.bias",), "copy"),
 }
 
 _LLAMA_NAMES = (
@@ -325,6 +343,54 @@ def load_torch_encoder_layers(model: GPTForgeModel, encoder: torch.nn.Transforme
     model.load_state_dict(state, strict=False)
 
 
+def from_seed_encoder(layers: Sequence[torch.nn.Module], **overrides) -> GPTForgeModel:
+    """A `seed-encoder` trunk whose blocks compute what the seed document's stacked `EncoderLayer`s compute (its
+    `SelfAttention`: one unscaled, unmasked head, no output projection; one `layer_norm` at both residual joins).
+
+    Sizes, norm epsilon and dropout come from the layers; `overrides` set the rest (`vocab_size`,
+    `max_position_embeddings`, ...). The document's layers have no embeddings: `embed_tokens` and `embed_positions`
+    keep their fresh initialisation. Each o_proj is the identity with a zero bias.
+    """
+    stack = torch.nn.ModuleList(layers)
+    if not stack:
+        raise ValueError("from_seed_encoder needs at least one EncoderLayer, got none")
+    first = stack[0]
+    feed_forward = getattr(first, "feed_forward", None)
+    if not (
+        isinstance(getattr(first, "self_attention", None), torch.nn.Module)
+        and isinstance(feed_forward, torch.nn.Sequential)
+        and len(feed_forward) == 3
+        and isinstance(feed_forward[1], torch.nn.ReLU)
+        and isinstance(getattr(first, "layer_norm", None), torch.nn.LayerNorm)
+        and isinstance(getattr(first, "dropout", None), torch.nn.Dropout)
+    ):
+        raise ValueError(
+            f"from_seed_encoder converts the seed document's EncoderLayer (self_attention, feed_forward = "
+            f"Sequential(Linear, ReLU, Linear), layer_norm, dropout), got {type(first).__name__}"
+        )
+    sizes = dict(
+        hidden_size=first.layer_norm.normalized_shape[0],
+        intermediate_size=feed_forward[0].out_features,
+        num_hidden_layers=len(stack),
+        norm_eps=float(first.layer_norm.eps),
+        hidden_dropout=float(first.dropout.p),
+    )
+    model = GPTForgeModel(GPTForgeConfig.from_preset("seed-encoder", **{**sizes, **overrides}))
+    if model.config.attention_scale != 1.0 or model.config.num_attention_heads != 1 or model.config.is_causal:
+        raise ValueError(
+            "the seed encoder's attention is one unscaled bidirectional head: keep num_attention_heads=1, "
+            "attention_scale=1.0 and is_causal=False"
+        )
+    target = {k: v for k, v in model.state_dict().items() if k.startswith("layers.") and ".o_proj." not in k}
+    state = _convert(stack.state_dict(), target, SEED_ENCODER_WEIGHT_MAP, len(stack), reverse=False)
+    eye = torch.eye(model.config.hidden_size, dtype=model.dtype)
+    for i in range(len(stack)):
+        state[f"layers.{i}.self_attn.o_proj.weight"] = eye
+        state[f"layers.{i}.self_attn.o_proj.bias"] = torch.zeros(model.config.hidden_size, dtype=model.dtype)
+    model.load_state_dict(state, strict=False)
+    return model.eval() if not first.training else model
+
+
 def from_transformers(model: GPT2LMHeadModel | LlamaForCausalLM) -> GPTForgeForCausalLM:
     """A `GPTForgeForCausalLM` with the same weights (and dtype) as a native GPT-2 or Llama causal LM."""
     if isinstance(model, GPT2LMHeadModel):
@@ -368,7 +434,9 @@ __all__ = [
     "GPT2_WEIGHT_MAP",
     "LLAMA_WEIGHT_MAP",
     "TORCH_ENCODER_WEIGHT_MAP",
+    "SEED_ENCODER_WEIGHT_MAP",
     "load_torch_encoder_layers",
+    "from_seed_encoder",
     "from_transformers",
     "to_transformers",
     "gptforge_config_to_native",

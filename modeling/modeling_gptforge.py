@@ -3,13 +3,16 @@
 It reads top to bottom: norm, rotary, MLP, attention, block, pretrained base, trunk, heads. What differs from a
 vanilla GPT (nanoGPT's `model.py`):
 - every architectural choice is a config switch, so one class reproduces GPT-2 (learned positions, LayerNorm, GELU,
-  biases, tied head), Llama (RoPE, RMSNorm, SwiGLU, GQA, untied head) and a post-norm bidirectional encoder
-  (`nn.TransformerEncoderLayer(norm_first=False)`), exactly: tests copy weights both ways and compare logits;
+  biases, tied head), Llama (RoPE, RMSNorm, SwiGLU, GQA, untied head, every `rope_type`), a post-norm bidirectional
+  encoder (`nn.TransformerEncoderLayer(norm_first=False)`) and the seed document's encoder, exactly: tests copy
+  weights both ways and compare logits;
 - parameter names are Transformers' Llama names (`embed_tokens`, `q_proj`, `gate_proj`, `down_proj`, `norm`,
   `lm_head`), so PEFT targets, FSDP wrapping and tensor-parallel plans work without configuration;
 - attention runs through `ALL_ATTENTION_FUNCTIONS` (eager, sdpa, flex, flash), masks through `masking_utils`, the KV
   cache through `Cache` objects, and outputs through `modeling_outputs`, so `generate`, static caches and
-  `torch.compile` behave as with a native model;
+  `torch.compile` behave as with a native model; blocks return plain tensors, and Transformers' `capture_outputs`
+  records hidden states and attention weights by hooks, as for Llama (attentions under any backend: a call that asks
+  for them runs the eager attention);
 - forward accepts the cache as `cache=` (what Transformers 5.24's `generate` passes) and as `past_key_values=`;
 - without explicit `position_ids`, a 2D attention mask sets them (left padding keeps learned positions right);
 - training with `labels` runs the LM head and the loss in row chunks (`ChunkedLinearCrossEntropy`: the same loss and
@@ -21,6 +24,7 @@ Two self-contained parts live in sibling files, imported here: the chunked loss 
 input and weights-file checks (`checks_gptforge.py`).
 """
 
+import copy
 import math
 from collections.abc import Callable
 from functools import partial
@@ -41,8 +45,10 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutputWithPast,
     TokenClassifierOutput,
 )
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from ..configuration.configuration_gptforge import GPTForgeConfig
 from .checks_gptforge import check_inputs, check_loaded_keys, check_positions, loading_error
@@ -126,7 +132,9 @@ def build_norm(config: GPTForgeConfig) -> nn.Module:
 
 
 class GPTForgeRotaryEmbedding(nn.Module):
-    """Rotary position embedding (Llama's), any `rope_type` of `ROPE_INIT_FUNCTIONS`.
+    """Rotary position embedding (Llama's), any `rope_type` of `ROPE_INIT_FUNCTIONS` with Llama's numbers: `dynamic`
+    and `longrope` recompute their frequencies for positions past the original context in the forward, through
+    Transformers' own `dynamic_rope_update` (which reads `max_seq_len_cached` and `original_max_seq_len`).
 
     NOTE `inv_freq` is a non-persistent buffer: Transformers 5 builds models on the meta device and refills such
     buffers with garbage after `from_pretrained`, so `_init_weights` recomputes it from the config.
@@ -137,6 +145,7 @@ class GPTForgeRotaryEmbedding(nn.Module):
         self.config = config
         assert config.rope_parameters is not None  # __post_init__ fills it whenever positions are rotary
         self.rope_type = config.rope_parameters.get("rope_type", "default")
+        self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
         inv_freq, self.attention_scaling = self.compute_inv_freq(config)
         self.inv_freq = nn.Buffer(inv_freq, persistent=False)
         self.original_inv_freq = nn.Buffer(inv_freq.clone(), persistent=False)
@@ -155,6 +164,7 @@ class GPTForgeRotaryEmbedding(nn.Module):
         return inv_freq, 1.0
 
     @torch.no_grad()
+    @dynamic_rope_update
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # fp32 angles whatever the model dtype: bf16 positions lose integer precision above 256
         freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)  # (B, T, hd/2)
@@ -269,7 +279,7 @@ class GPTForgeAttention(nn.Module):
         assert config.head_dim is not None and config.num_key_value_heads is not None  # filled by __post_init__
         self.head_dim = config.head_dim
         self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
-        self.scaling = self.head_dim**-0.5
+        self.scaling = config.attention_scale if config.attention_scale is not None else self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
         # read by the sdpa/flash interfaces to pick their causal kernels when no mask is needed
         self.is_causal = config.is_causal
@@ -304,9 +314,9 @@ class GPTForgeAttention(nn.Module):
             # kwargs: a paged cache (continuous batching) reads and fills in the attention's block tables there
             key_states, value_states = cache.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        # only the eager computation has weights to return; the model builds the eager mask when they are recorded
+        implementation = "eager" if kwargs.get("output_attentions") else self.config._attn_implementation
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self,
             query_states,
@@ -322,7 +332,8 @@ class GPTForgeAttention(nn.Module):
 
 
 class GPTForgeDecoderLayer(GradientCheckpointingLayer):
-    """One block. Pre-norm: x + f(norm(x)) (GPT-2, Llama); post-norm: norm(x + f(x)) (original Transformer)."""
+    """One block. Pre-norm: x + f(norm(x)) (GPT-2, Llama); post-norm: norm(x + f(x)) (original Transformer), with one
+    norm at both joins if `shared_post_norm` (the seed encoder's `self.layer_norm`, applied twice)."""
 
     def __init__(self, config: GPTForgeConfig, layer_idx: int) -> None:
         super().__init__()
@@ -330,7 +341,8 @@ class GPTForgeDecoderLayer(GradientCheckpointingLayer):
         self.self_attn = GPTForgeAttention(config, layer_idx)
         self.mlp = GPTForgeMLP(config)
         self.input_layernorm = build_norm(config)
-        self.post_attention_layernorm = build_norm(config)
+        # shared: no second module (the same one under a second name would have its tensors saved twice)
+        self.post_attention_layernorm = None if config.shared_post_norm else build_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
@@ -340,20 +352,22 @@ class GPTForgeDecoderLayer(GradientCheckpointingLayer):
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Cache | None = None,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> torch.Tensor:
         attn_input = self.input_layernorm(hidden_states) if self.pre_norm else hidden_states
-        attn_output, attn_weights = self.self_attn(
+        attn_output, _ = self.self_attn(
             attn_input, position_embeddings=position_embeddings, attention_mask=attention_mask, cache=cache, **kwargs
         )
         hidden_states = hidden_states + self.residual_dropout(attn_output)
         if self.pre_norm:
+            assert self.post_attention_layernorm is not None  # only post-norm blocks may share one norm
             mlp_output = self.mlp(self.post_attention_layernorm(hidden_states))
             hidden_states = hidden_states + self.residual_dropout(mlp_output)
         else:
             hidden_states = self.input_layernorm(hidden_states)
             mlp_output = self.mlp(hidden_states)
-            hidden_states = self.post_attention_layernorm(hidden_states + self.residual_dropout(mlp_output))
-        return hidden_states, attn_weights
+            second_norm = self.post_attention_layernorm or self.input_layernorm
+            hidden_states = second_norm(hidden_states + self.residual_dropout(mlp_output))
+        return hidden_states
 
     def residual_dropout(self, x: torch.Tensor) -> torch.Tensor:
         # skipping the call when it is the identity saves a module call per branch in every decode step
@@ -372,13 +386,20 @@ class GPTForgePreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _can_compile_fullgraph = True
     _supports_attention_backend = True
+    # what `capture_outputs` records through hooks: each block's input and output, each attention's weights (index 1)
+    _can_record_outputs = {"hidden_states": GPTForgeDecoderLayer, "attentions": GPTForgeAttention}
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, strict: bool = True, **kwargs):
         """Transformers' loader, made strict for gptforge folders: a trunk tensor missing from the checkpoint or unknown
         to the model is a `ValueError` naming the tensors, where Transformers would warn and leave a half-loaded model
         (`check_loaded_keys`; `strict=False` restores the lenient behaviour); a truncated or corrupted safetensors file
-        is an `OSError` naming it."""
+        is an `OSError` naming it.
+
+        `output_loading_info=True` is Transformers' contract instead: the model loads whatever matches and comes back
+        with `{"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}` for the caller to judge, and
+        missing or unknown tensors raise nothing. Tensors of the wrong shape still raise (a `ValueError` naming the
+        folder) unless `ignore_mismatched_sizes=True`, as in Transformers; they are then listed in `mismatched_keys`."""
         output_loading_info = kwargs.pop("output_loading_info", False)
         try:
             model, info = super().from_pretrained(
@@ -389,9 +410,11 @@ class GPTForgePreTrainedModel(PreTrainedModel):
             if error is None:
                 raise
             raise error from exc
+        if output_loading_info:
+            return model, info
         if strict:
             check_loaded_keys(info, pretrained_model_name_or_path, cls.__name__)
-        return (model, info) if output_loading_info else model
+        return model
 
     # >>> gptforge package only: removed from the flat remote-code copy (gptforge/remote_code.py)
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
@@ -455,6 +478,7 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -463,24 +487,19 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         past_key_values: Cache | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPast | tuple:
+    ) -> BaseModelOutputWithPast:
+        """`output_hidden_states`, `output_attentions` and `return_dict` (keywords, or the config's defaults) are
+        Transformers' `capture_outputs`'s: it records the blocks' inputs and outputs and the attention weights by hooks,
+        as for Llama."""
         cache = cache if cache is not None else past_key_values
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if output_attentions and self.config._attn_implementation != "eager":
-            raise ValueError(
-                f"output_attentions=True needs attn_implementation='eager', got "
-                f"{self.config._attn_implementation!r}; load with attn_implementation='eager' or call "
-                "model.set_attn_implementation('eager')"
-            )
+        # Attention weights exist only in the eager computation: when they are recorded, this forward runs eager
+        # attention whatever the backend (the same outputs, to rounding), so every backend returns them.
+        attn_implementation = self.config._attn_implementation
+        if kwargs.get("output_attentions", self.config.output_attentions):
+            kwargs["output_attentions"] = True  # read by each attention layer
+            attn_implementation = "eager"
         check_inputs(self.config, input_ids, inputs_embeds, attention_mask, has_cache=cache is not None)
         # A bidirectional encoder has nothing to cache; a causal model caches at inference unless told otherwise.
         if use_cache is None:
@@ -527,45 +546,34 @@ class GPTForgeModel(GPTForgePreTrainedModel):
             and (cache is None or type(cache) is DynamicCache)
             and (past_seen == 0 or seq_len == 1)
             and self.config.is_causal
-            and self.config._attn_implementation == "sdpa"
+            and attn_implementation == "sdpa"
         ):
             # A causal prefill or a one-token step over an unpadded, growing cache: `create_causal_mask` returns None
             # here too (SDPA then uses its `is_causal` kernel), after ~20 us of Python per forward.
             mask = None
-        elif self.config.is_causal:
-            mask = create_causal_mask(
-                config=self.config,
-                inputs_embeds=inputs_embeds,
-                attention_mask=attention_mask,
-                cache=cache,
-                position_ids=position_ids,
-            )
         else:
-            mask = create_bidirectional_mask(
-                config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache
-            )
+            mask_config = self.config
+            if attn_implementation != self.config._attn_implementation:
+                mask_config = copy.copy(self.config)  # an eager mask for the eager fallback; the model's config stays
+                mask_config._attn_implementation = attn_implementation
+            if self.config.is_causal:
+                mask = create_causal_mask(
+                    config=mask_config,
+                    inputs_embeds=inputs_embeds,
+                    attention_mask=attention_mask,
+                    cache=cache,
+                    position_ids=position_ids,
+                )
+            else:
+                mask = create_bidirectional_mask(
+                    config=mask_config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache
+                )
 
-        all_hidden_states: tuple[torch.Tensor, ...] | None = () if output_hidden_states else None
-        all_attentions: tuple[torch.Tensor, ...] | None = () if output_attentions else None
         for layer in self.layers:
-            if all_hidden_states is not None:
-                all_hidden_states += (hidden_states,)
-            hidden_states, attn_weights = layer(
+            hidden_states = layer(
                 hidden_states, attention_mask=mask, position_embeddings=position_embeddings, cache=cache, **kwargs
             )
-            if all_attentions is not None:
-                all_attentions += (attn_weights,)
-        hidden_states = self.norm(hidden_states)
-        if all_hidden_states is not None:
-            all_hidden_states += (hidden_states,)
-
-        output = BaseModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            cache=cache if use_cache else None,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-        )
-        return output if return_dict else output.to_tuple()
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache if use_cache else None)
 
 
 class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
@@ -603,6 +611,7 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
             and eager_autograd()
         )
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -612,23 +621,16 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        past_key_values: Cache | None = None,
         **kwargs,
-    ) -> CausalLMOutputWithPast | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+    ) -> CausalLMOutputWithPast:
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache if cache is not None else past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
             return_dict=True,
             **kwargs,
         )
@@ -657,14 +659,13 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
             if labels is not None:
                 loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
-        output = CausalLMOutputWithPast(
+        return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 def last_token_index(
@@ -691,6 +692,7 @@ class GPTForgeForSequenceClassification(GPTForgePreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -700,22 +702,15 @@ class GPTForgeForSequenceClassification(GPTForgePreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        past_key_values: Cache | None = None,
         **kwargs,
-    ) -> SequenceClassifierOutputWithPast | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+    ) -> SequenceClassifierOutputWithPast:
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache if cache is not None else past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
             return_dict=True,
             **kwargs,
         )
@@ -728,14 +723,13 @@ class GPTForgeForSequenceClassification(GPTForgePreTrainedModel):
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, pooled_logits=pooled_logits, config=self.config)
 
-        output = SequenceClassifierOutputWithPast(
+        return SequenceClassifierOutputWithPast(
             loss=loss,
             logits=pooled_logits,
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class GPTForgeForTokenClassification(GPTForgePreTrainedModel):
@@ -750,6 +744,7 @@ class GPTForgeForTokenClassification(GPTForgePreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -757,20 +752,14 @@ class GPTForgeForTokenClassification(GPTForgePreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> TokenClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+    ) -> TokenClassifierOutput:
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             use_cache=False,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
             return_dict=True,
             **kwargs,
         )
@@ -778,10 +767,9 @@ class GPTForgeForTokenClassification(GPTForgePreTrainedModel):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits, labels, self.config)
-        output = TokenClassifierOutput(
+        return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

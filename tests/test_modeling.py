@@ -98,12 +98,6 @@ def test_output_attentions_and_hidden_states():
     torch.testing.assert_close(out.hidden_states[-1], model.model(ids).last_hidden_state)
 
 
-def test_output_attentions_with_sdpa_names_the_fix():
-    model = causal_lm("llama")
-    with pytest.raises(ValueError, match="output_attentions=True needs attn_implementation='eager', got 'sdpa'"):
-        model(torch.randint(0, 128, (1, 4)), output_attentions=True)
-
-
 def test_return_dict_false_gives_tuples():
     model = causal_lm("llama")
     ids = torch.randint(0, 128, (1, 5))
