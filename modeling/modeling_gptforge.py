@@ -546,8 +546,15 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         for layer in self.layers:
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
+            # position_ids reach the attention function, as in Llama: flash attention and serving engines' own
+            # functions find packed sequences (varlen) from them when there is no mask
             hidden_states, attn_weights = layer(
-                hidden_states, attention_mask=mask, position_embeddings=position_embeddings, cache=cache, **kwargs
+                hidden_states,
+                attention_mask=mask,
+                position_embeddings=position_embeddings,
+                cache=cache,
+                position_ids=position_ids,
+                **kwargs,
             )
             if output_attentions:
                 all_attentions += (attn_weights,)
