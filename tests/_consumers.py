@@ -83,7 +83,10 @@ def run_python(script: str, *args: str, tmp_path: Path, hide_gptforge: bool, tim
     without gptforge importable; `args` are its `sys.argv[1:]`. The script writes its results as JSON to
     `sys.argv[-1]` (a file this function adds); returns them. A failing script fails the test with its stderr."""
     out = tmp_path / f"result-{'remote' if hide_gptforge else 'local'}.json"
-    code = (HIDE_GPTFORGE if hide_gptforge else "") + "\nimport torch\ntorch.set_num_threads(1)\n" + script
+    # importing gptforge registers its classes, which then win over the folder's code (what a user with it installed
+    # gets); hidden, only the folder's code can load the model
+    preamble = HIDE_GPTFORGE if hide_gptforge else "import gptforge\n"
+    code = preamble + "\nimport torch\ntorch.set_num_threads(1)\n" + script
     done = subprocess.run(
         [sys.executable, "-I", "-c", code, *args, str(out)],
         cwd=tmp_path,
