@@ -570,8 +570,15 @@ class GPTForgeModel(GPTForgePreTrainedModel):
                 )
 
         for layer in self.layers:
+            # position_ids reach the attention function, as in Llama: flash attention and serving engines' own
+            # functions find packed sequences (varlen) from them when there is no mask
             hidden_states = layer(
-                hidden_states, attention_mask=mask, position_embeddings=position_embeddings, cache=cache, **kwargs
+                hidden_states,
+                attention_mask=mask,
+                position_embeddings=position_embeddings,
+                cache=cache,
+                position_ids=position_ids,
+                **kwargs,
             )
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache if use_cache else None)
 

@@ -29,7 +29,8 @@ from gptforge.training.folders import TOKENIZER_COPY_FILES, copy_present
 
 HELP = "export a gptforge folder as a native GPT2LMHeadModel / LlamaForCausalLM folder, or a GGUF file"
 TARGETS = ("transformers", "gguf")
-NATIVE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+NATIVE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"  # concrete in 4.x too (5.x's `TokenizersBackend` is 5.x-only)
+NATIVE_MODEL_INPUTS = ("input_ids", "attention_mask")
 # load-time bookkeeping that Transformers 5.24 writes back into a re-saved tokenizer_config.json; not tokenizer settings
 LOAD_TIME_KEYS = ("is_local", "local_files_only", "name_or_path", "_commit_hash")
 
@@ -43,6 +44,9 @@ def export_tokenizer(folder: Path, out: Path) -> list[Path]:
         for key in ("auto_map", *LOAD_TIME_KEYS):
             tokenizer_config.pop(key, None)
         tokenizer_config["tokenizer_class"] = NATIVE_TOKENIZER_CLASS
+        # Transformers 4.x's PreTrainedTokenizerFast otherwise also returns token_type_ids, which Llama's and GPT-2's
+        # `generate` reject there; 5.x returns these two already
+        tokenizer_config.setdefault("model_input_names", list(NATIVE_MODEL_INPUTS))
         text = json.dumps(tokenizer_config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         (out / config_file.name).write_text(text, encoding="utf-8")
         written.append(out / config_file.name)
