@@ -43,7 +43,9 @@ def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
     with open(path, "w", encoding="utf-8") as handle:
         while written < target:
             chunk = rng.choices(words, weights=weights, k=200_000)
-            text = "".join(" ".join(chunk[i : i + 12]) + (".\n" if i % 96 else ".\n\n") for i in range(0, len(chunk), 12))
+            text = "".join(
+                " ".join(chunk[i : i + 12]) + (".\n" if i % 96 else ".\n\n") for i in range(0, len(chunk), 12)
+            )
             handle.write(text)
             written += len(text)
     return written
@@ -81,7 +83,8 @@ def prepare(corpus: str, tokenizer: str, cache: str) -> None:
 
 
 def run_child(corpus: Path, tokenizer: Path, cache: Path) -> dict:
-    """Run `prepare` in a fresh process; add wall time and the peak resident memory of its process tree."""
+    """Run `prepare` in a fresh process; add wall time and the peak resident memory of its process tree (the sum of
+    each process's proportional set size, sampled every 0.25 s)."""
     command = [sys.executable, "-m", "benchmarks.data_prep", "--child", str(corpus), str(tokenizer), str(cache)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
     start = time.perf_counter()
@@ -91,15 +94,16 @@ def run_child(corpus: Path, tokenizer: Path, cache: Path) -> dict:
     while process.poll() is None:
         try:
             tree = [parent, *parent.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            # PSS: forked workers share the parent's pages; RSS would count those once per process
+            peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
         except psutil.Error:
             pass
-        time.sleep(0.1)
+        time.sleep(0.25)
     stdout, stderr = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"preparation failed:\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    result.update(wall_seconds=time.perf_counter() - start, peak_rss_mb=peak / 1e6, output=stdout)
+    result.update(wall_seconds=time.perf_counter() - start, peak_pss_mb=peak / 1e6, output=stdout)
     return result
 
 
@@ -121,19 +125,19 @@ def main(sizes: list[float], workdir: str | None = None) -> list[dict]:
                 "corpus_mb": written / 1e6,
                 "prepare_s": first["seconds"],
                 "throughput_mb_s": written / 1e6 / first["seconds"],
-                "peak_rss_mb": first["peak_rss_mb"],
+                "peak_pss_mb": first["peak_pss_mb"],
                 "reuse_s": second["seconds"],
                 "reuse_wall_s": second["wall_seconds"],
-                "reuse_peak_rss_mb": second["peak_rss_mb"],
+                "reuse_peak_pss_mb": second["peak_pss_mb"],
                 "train_blocks": first["train_blocks"],
                 "tokens": (first["train_blocks"] + first["validation_blocks"]) * BLOCK_SIZE,
             }
             rows.append(row)
             print(
                 f"{row['corpus_mb']:8.0f} MB: prepared in {row['prepare_s']:7.1f} s ({row['throughput_mb_s']:5.2f} MB/s, "
-                f"{row['tokens'] / 1e6:6.1f}M tokens), peak RSS {row['peak_rss_mb']:6.0f} MB; second run reuses in "
-                f"{row['reuse_s']:5.2f} s ({row['reuse_wall_s']:5.1f} s with interpreter start, peak RSS "
-                f"{row['reuse_peak_rss_mb']:5.0f} MB)",
+                f"{row['tokens'] / 1e6:6.1f}M tokens), peak memory (PSS) {row['peak_pss_mb']:6.0f} MB; second run reuses in "
+                f"{row['reuse_s']:5.2f} s ({row['reuse_wall_s']:5.1f} s with interpreter start, peak memory (PSS) "
+                f"{row['reuse_peak_pss_mb']:5.0f} MB)",
                 flush=True,
             )
             shutil.rmtree(cache, ignore_errors=True)

@@ -42,7 +42,7 @@ class UploadFile:
 
 
 def folder_files(folder: Path) -> list[UploadFile]:
-    """The files of `folder` that are uploaded, sorted; refuses pickle-based weights."""
+    """The files of `folder` that are uploaded, sorted; refuses pickle files (weights or not)."""
     files = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)

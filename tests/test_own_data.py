@@ -386,3 +386,14 @@ def test_held_out_tail_is_the_last_tenth_cut_at_a_line_end(tmp_path):
     assert train + validation == text and train.endswith("\n")
     assert abs(len(validation) - len(text) / 10) < 80
     assert re.match(r"held out the last [\d,]+ of [\d,]+ characters \(10%\)", loaded.held_out)
+
+
+def test_streaming_packs_on_the_fly_and_holds_out_the_head(work, text_file, tokenizer_dir, capsys):
+    out = work / "streamed"
+    argv = pretrain_argv(out, text_file, work / "cache-stream", "--tokenizer", str(tokenizer_dir), "--streaming")
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"held out the first 4 blocks of the packed stream of {str(text_file)!r}" in printed
+    summary = json.loads((out / "final" / "training_summary.json").read_text())
+    assert summary["global_step"] == 2 and summary["eval_loss"] is not None
+    assert not (work / "cache-stream" / "gptforge-blocks").exists()  # nothing prepared up front

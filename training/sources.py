@@ -51,6 +51,9 @@ TABLE_BUILDERS: dict[str, str] = {
 }
 # The column of text rows that says the next row continues the same document (no EOS between them).
 CONTINUES_COLUMN = "continues"
+TEXT_FEATURES = datasets.Features(
+    {TEXT_COLUMN: datasets.Value("string"), "path": datasets.Value("string"), CONTINUES_COLUMN: datasets.Value("bool")}
+)
 # Bytes per text row: small enough that a large file spreads over many rows and processes, large enough that a row
 # holds many lines.
 TEXT_ROW_BYTES = 1 << 16
@@ -253,6 +256,7 @@ def read_text_files(
                 _text_dataset_rows,
                 gen_kwargs={"paths": files, "stamps": [_stamp(f) for f in files], "encoding_errors": encoding_errors},
                 cache_dir=cache_dir,
+                features=TEXT_FEATURES,
                 split=datasets.Split(split) if split != "validation" else datasets.Split.VALIDATION,
             )
         except Exception as exc:  # noqa: BLE001 - datasets wraps the reader's own errors
@@ -310,7 +314,8 @@ def read_raw(
                         {
                             split: datasets.IterableDataset.from_generator(
                                 _text_dataset_rows,
-                                gen_kwargs={"paths": files, "stamps": [], "encoding_errors": encoding_errors},
+                                gen_kwargs={"paths": files, "stamps": [""] * len(files), "encoding_errors": encoding_errors},
+                                features=TEXT_FEATURES,
                             )
                             for split, files in data_files.items()
                         }
