@@ -314,7 +314,11 @@ def read_raw(
                         {
                             split: datasets.IterableDataset.from_generator(
                                 _text_dataset_rows,
-                                gen_kwargs={"paths": files, "stamps": [""] * len(files), "encoding_errors": encoding_errors},
+                                gen_kwargs={
+                                    "paths": files,
+                                    "stamps": [""] * len(files),
+                                    "encoding_errors": encoding_errors,
+                                },
                                 features=TEXT_FEATURES,
                             )
                             for split, files in data_files.items()
