@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from ..training import encoding, sources
 from ..training.config import check_block_size
+from ..training.errors import UsageError
 from ..training.folders import load_tokenizer
 from ..training.options import DataOptions, option, typed_main
 
@@ -76,10 +77,12 @@ def main(options: EvaluateOptions) -> dict[str, Any]:
     if not 0 < stride <= block_size:
         raise ValueError(f"stride must be in (0, block_size={block_size}], got {stride}")
 
-    source = sources.describe_source(options.data)
-    raw = sources.load_texts(options.data, options.text_column, **options.source_kwargs(options.seed))
+    loaded = sources.load_data(options.data, text_column=options.text_column, **options.source_kwargs(options.seed))
+    raw, source = loaded.dataset, loaded.source
     if options.split not in raw:
-        raise ValueError(f"no {options.split!r} split in {source}; splits: {sorted(raw)}")
+        raise UsageError(f"no {options.split!r} split in {source}; splits: {', '.join(sorted(raw))}")
+    if options.split == "validation" and loaded.held_out:
+        print(loaded.held_out)
     texts = list(encoding.subsample(raw[options.split], options.max_documents, options.seed)[options.text_column])
 
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
@@ -124,6 +127,7 @@ def main(options: EvaluateOptions) -> dict[str, Any]:
         "bits_per_byte": total_nll / math.log(2) / n_bytes,
         "block_size": block_size,
         "stride": stride,
+        "held_out": loaded.held_out,
     }
     print(
         f"{options.split} perplexity {summary['perplexity']:.3f} (loss {loss:.4f} nats/token, "

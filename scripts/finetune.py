@@ -162,10 +162,15 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
                     max_files=options.max_files,
                     cache_dir=options.cache_dir,
                 )
+                held_out = None
             else:
-                raw = sources.load_source(options.data, **options.source_kwargs(options.seed))
-            sources.require_columns(raw, [options.text_column, options.label_column], source)
-            raw = sources.drop_empty(raw, options.text_column, source, label_column=options.label_column)
+                loaded = sources.load_data(
+                    options.data,
+                    text_column=options.text_column,
+                    label_column=options.label_column,
+                    **options.source_kwargs(options.seed),
+                )
+                raw, held_out = loaded.dataset, loaded.held_out
             label_names = encoding.label_names_of(raw, options.label_column, source)
             encoded = encoding.encode_for_classification(
                 raw,
@@ -177,7 +182,10 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
                 num_proc=options.num_proc,
             )
         else:
-            raw = sources.load_texts(options.data, options.text_column, **options.source_kwargs(options.seed))
+            loaded = sources.load_data(
+                options.data, text_column=options.text_column, **options.source_kwargs(options.seed)
+            )
+            raw, held_out = loaded.dataset, loaded.held_out
             label_names = []
             encoded = encoding.pack_for_causal_lm(
                 raw, tokenizer, length, options.text_column, num_proc=options.num_proc, source=source
@@ -226,6 +234,8 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
         ],
     )
     out.mkdir(parents=True, exist_ok=True)
+    if held_out:
+        print(held_out)
     print(
         f"fine-tuning ({options.task}{', LoRA' if options.lora else ''}) {folder} on {len(train_set)} examples, "
         f"{len(eval_set)} for validation, from {source}" + (f"; {len(label_names)} classes" if label_names else "")
@@ -238,6 +248,7 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
         "final_dir": str(out / "final"),
         "task": options.task,
         "lora": options.lora,
+        "held_out": held_out,
     }
     if options.task == "classify":
         prediction = trainer.predict(eval_set)

@@ -38,7 +38,7 @@ from transformers import AutoModelForCausalLM, set_seed
 from ..compiling import compile_blocks
 from ..configuration import GPTForgeConfig
 from ..tokenization import train_tokenizer
-from ..training import distributed, encoding, sources
+from ..training import distributed, encoding, prepared, sources
 from ..training.arguments import training_arguments
 from ..training.checkpointing import (
     CompleteCheckpointCallback,
@@ -49,6 +49,7 @@ from ..training.checkpointing import (
     remove_unfinished,
 )
 from ..training.config import apply_tokenizer, build_config, check_block_size, parse_overrides
+from ..training.errors import UsageError
 from ..training.folders import load_tokenizer
 from ..training.metrics import MetricsCallback, plot_losses, read_metrics
 from ..training.options import (
@@ -60,6 +61,7 @@ from ..training.options import (
     option,
     typed_main,
 )
+from ..training.summary import keep_args_as_json
 
 HELP = "pretrain a causal LM (preset/config/--set) with Trainer: warmup+cosine AdamW, checkpoints, --resume"
 
@@ -75,6 +77,9 @@ class PretrainOptions(TrainerOptions, TokenizeOptions, DataOptions):
     resume: bool = option(False, "continue from the latest complete checkpoint in --out")
     overwrite: bool = option(False, "delete checkpoints already in --out and start over")
     block_size: int = option(256, "tokens per training example (packed)")
+    streaming: bool = option(
+        False, "read the data as a stream (datasets streaming), packed on the fly; needs --max-steps"
+    )
     max_eval_blocks: int | None = option(256, "validation blocks per evaluation (seeded subset)")
     tokenizer: str | None = option(None, "tokenizer folder; default: train one into OUT/tokenizer")
     tokenizer_vocab_size: int | None = option(None, "vocab size when training one (default: the config's)")
@@ -110,6 +115,100 @@ def ignored_on_resume(options: PretrainOptions) -> list[str]:
     ]
 
 
+def train_own_tokenizer(texts: Any, options: PretrainOptions, own_tokenizer: Path, model_config: Any, source: str):
+    """Train the run's tokenizer on `texts` and save it in OUT/tokenizer."""
+    vocab = options.tokenizer_vocab_size or model_config.vocab_size
+    print(f"training a {vocab}-token tokenizer on the training split of {source}")
+    tok = train_tokenizer(texts, vocab, text_column=options.text_column)
+    own_tokenizer.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(own_tokenizer)
+    return tok
+
+
+def prepared_blocks(options: PretrainOptions, tok: Any, own_tokenizer: Path, model_config: Any):
+    """(train blocks, validation blocks, what was held out, tokenizer): read back from the blocks an earlier run
+    prepared from the same data, tokenizer and block size, or loaded, tokenised and packed now (and kept)."""
+    stamp = sources.source_stamp(options.data, text_column=options.text_column, **options.source_kwargs(options.seed))
+    found = prepared.find_prepared(options.cache_dir, stamp, tok, options.block_size) if tok is not None else None
+    if found is None:
+        loaded = sources.load_data(
+            options.data, text_column=options.text_column, **options.source_kwargs(options.seed)
+        )
+        if tok is None:
+            tok = train_own_tokenizer(loaded.dataset["train"], options, own_tokenizer, model_config, loaded.source)
+        found = prepared.find_prepared(options.cache_dir, stamp, tok, options.block_size)
+        if found is None:
+            found = prepared.prepare_blocks(
+                options.cache_dir, stamp, loaded, tok, options.block_size, options.text_column, options.num_proc
+            )
+            print(
+                f"tokenised and packed {sources.describe_source(options.data)} into {found.folder} (reused next time)"
+            )
+    if found.reused:
+        print(f"reusing the blocks prepared earlier from the same data, tokenizer and block size: {found.folder}")
+    eval_blocks = encoding.subsample(found.blocks["validation"], options.max_eval_blocks, options.seed)
+    return found.blocks["train"], eval_blocks, found.held_out, tok
+
+
+# rows the tokenizer trains on when the data is streamed and no --tokenizer is given
+STREAM_TOKENIZER_ROWS = 2000
+
+
+def streamed_blocks(options: PretrainOptions, tok: Any, own_tokenizer: Path, model_config: Any):
+    """(train stream, validation blocks, what was held out, tokenizer) for `--streaming`: blocks packed on the fly.
+
+    Without a validation split, the first `--max-eval-blocks` blocks of the packed stream are held out (the head,
+    not the tail: a stream's end is not known in advance).
+    """
+    source = sources.describe_source(options.data)
+    if options.data is None:
+        raise UsageError("--streaming reads a --data source; the default corpus is small enough to prepare")
+    raw = sources.read_raw(
+        options.data,
+        data_config=options.data_config,
+        sample_by=options.sample_by,
+        encoding_errors=options.encoding_errors,
+        cache_dir=options.cache_dir,
+        streaming=True,
+    )
+    if "train" not in raw:
+        raise UsageError(f"{source} has no train split; its splits are {sorted(raw)}")
+    columns = raw["train"].column_names
+    if columns is not None and options.text_column not in columns:
+        raise UsageError(
+            f"column {options.text_column!r} not found in the train split of {source}; "
+            f"available columns: {', '.join(columns)}"
+        )
+    if tok is None:
+        tok = train_own_tokenizer(
+            raw["train"].take(STREAM_TOKENIZER_ROWS), options, own_tokenizer, model_config, source
+        )
+    encoding.check_packing(tok, options.block_size)
+    pack = encoding.packer(tok, options.block_size, options.text_column)
+
+    def packed(part: Any) -> Any:
+        part = part.filter(lambda row: bool((row[options.text_column] or "").strip()))
+        return part.map(pack, batched=True, batch_size=64, remove_columns=part.column_names)
+
+    validation = next((raw[name] for name in ("validation", "valid", "dev", "test") if name in raw), None)
+    eval_count = options.max_eval_blocks or 256
+    train = packed(raw["train"])
+    held_out = None
+    if validation is None:
+        validation = raw["train"]
+        train = train.skip(eval_count)
+        held_out = f"held out the first {eval_count} blocks of the packed stream of {source} for validation"
+    eval_rows = list(packed(validation).take(eval_count))
+    if not eval_rows:
+        raise UsageError(
+            f"{source} holds less than one block of block_size={options.block_size} tokens to validate on"
+        )
+    import datasets  # streaming only
+
+    eval_blocks = datasets.Dataset.from_list(eval_rows, features=encoding.BLOCK_FEATURES).with_format("torch")
+    return train, eval_blocks, held_out, tok
+
+
 @typed_main(PretrainOptions)
 def main(options: PretrainOptions) -> dict[str, Any]:
     """Pretrain and return the final figures (`global_step`, `eval_loss`, `eval_perplexity`, `final_dir`, ...).
@@ -124,6 +223,8 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     source = sources.describe_source(options.data)
 
     # --- checks that need nothing loaded ---
+    if options.streaming and options.max_steps is None:
+        raise UsageError("--streaming needs --max-steps: a stream has no length to count epochs by")
     existing = list_checkpoints(out)
     if existing and not options.resume:
         if not options.overwrite:
@@ -174,12 +275,9 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     )
 
     # Under torchrun / accelerate, the main process loads, trains the tokenizer and tokenises first; the others
-    # then read its files and the `datasets` cache instead of racing it.
+    # then find its tokenizer and its prepared blocks instead of racing it.
     with args.main_process_first(desc="data and tokenizer"):
-        # --- data ---
-        raw = sources.load_texts(options.data, options.text_column, **options.source_kwargs(options.seed))
-
-        # --- tokenizer: given, reused from an earlier run of this folder, or trained now ---
+        # --- tokenizer: given, reused from an earlier run of this folder, or trained now (on the data) ---
         if resume_from is not None and (resume_from / "tokenizer.json").is_file():
             tok = load_tokenizer(resume_from)  # the tokenizer the checkpoint was trained with
         elif options.tokenizer is not None:
@@ -187,19 +285,13 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         elif (own_tokenizer / "tokenizer.json").is_file():
             tok = load_tokenizer(own_tokenizer)
         else:
-            vocab = options.tokenizer_vocab_size or model_config.vocab_size
-            print(f"training a {vocab}-token tokenizer on the training split of {source}")
-            tok = train_tokenizer(raw["train"], vocab, text_column=options.text_column)
-            own_tokenizer.mkdir(parents=True, exist_ok=True)
-            tok.save_pretrained(own_tokenizer)
+            tok = None
+        if options.streaming:
+            train_blocks, eval_blocks, held_out, tok = streamed_blocks(options, tok, own_tokenizer, model_config)
+        else:
+            train_blocks, eval_blocks, held_out, tok = prepared_blocks(options, tok, own_tokenizer, model_config)
         apply_tokenizer(model_config, tok, override_values.get("vocab_size"))
         tok.model_max_length = model_config.max_position_embeddings
-
-        blocks = encoding.pack_for_causal_lm(
-            raw, tok, options.block_size, options.text_column, num_proc=options.num_proc, source=source
-        )
-    train_blocks = blocks["train"]
-    eval_blocks = encoding.subsample(blocks["validation"], options.max_eval_blocks, options.seed)
 
     # --- model ---
     set_seed(options.seed)
@@ -229,11 +321,15 @@ def main(options: PretrainOptions) -> dict[str, Any]:
             print(f"removed {leftover.name}: its save never finished")
         if resize_note:
             print(f"note: {resize_note}")
+        if held_out:
+            print(held_out)
         engine = "FSDP2" if trainer.is_fsdp_enabled else ("DDP" if args.world_size > 1 else "one process")
         print(
-            f"pretraining {n_params / 1e6:.2f}M parameters on {len(train_blocks)} blocks of {options.block_size} tokens "
-            f"({len(eval_blocks)} validation blocks) from {source}; {engine}: {args.world_size} process(es) x "
-            f"{options.batch_size} blocks x {options.gradient_accumulation_steps} accumulation = global batch "
+            f"pretraining {n_params / 1e6:.2f}M parameters on "
+            + ("a stream" if options.streaming else f"{len(train_blocks)} blocks")
+            + f" of {options.block_size} tokens ({len(eval_blocks)} validation blocks) from {source}; "
+            f"{engine}: {args.world_size} process(es) x {options.batch_size} blocks x "
+            f"{options.gradient_accumulation_steps} accumulation = global batch "
             f"{options.batch_size * options.gradient_accumulation_steps * args.world_size}"
             + (f"; resuming from {resume_from.name}" if resume_from else "")
         )
@@ -256,6 +352,9 @@ def main(options: PretrainOptions) -> dict[str, Any]:
 
     trainer.save_model(str(final_dir))  # model, generation config, tokenizer; only the main process writes
     if trainer.is_world_process_zero():
+        # Trainer pickles its arguments beside the model; a published folder holds nothing pickled, so they are
+        # kept as JSON instead (training_args.json)
+        keep_args_as_json(args, final_dir)
         plot_losses(metrics_path, png_path, title=f"pretraining {out}")
     evals = [r for r in read_metrics(metrics_path) if "eval_loss" in r]
     last_eval = evals[-1] if evals else {}
@@ -271,6 +370,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         "eval_perplexity": last_eval.get("eval_perplexity"),
         "train_runtime_s": result.metrics.get("train_runtime"),
         "world_size": args.world_size,
+        "held_out": held_out,
     }
     if trainer.is_world_process_zero():
         # the figures a model card quotes (`gptforge push`); local paths stay out of a published folder

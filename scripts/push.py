@@ -9,11 +9,14 @@ Usage:
 Authentication is the usual `huggingface_hub` one (`hf auth login` or `HF_TOKEN`). What is uploaded is exactly the
 folder's files (hidden files and `__pycache__` excepted) plus README.md, which is generated when missing: YAML front
 matter, the architecture, the figures `pretrain`/`finetune` recorded (`training_summary.json`), usage for both ways
-of loading, and what `trust_remote_code=True` means. A folder holding pickle-based weights is refused.
+of loading, and what `trust_remote_code=True` means. A folder holding a pickle file (weights or anything else) is
+refused: loading a pickle can run arbitrary code. The folders `pretrain`, `finetune`, `convert` and `export` write
+hold none and upload as they are.
 """
 
 import argparse
 import glob
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +24,14 @@ from pathlib import Path
 from huggingface_hub import HfApi
 
 from gptforge.model_card import model_card
+from gptforge.training.errors import UsageError
 
 HELP = "upload a saved gptforge folder to the Hugging Face Hub (writes a model card when missing)"
 README = "README.md"
-# weight formats that unpickle on load: never uploaded
+# files that unpickle on load (loading them can run arbitrary code): never uploaded
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# the pickled files that hold weights, by name: they have a safetensors equivalent
+PICKLED_WEIGHT_PREFIXES = ("pytorch_model", "model", "adapter_model", "tf_model", "flax_model")
 
 
 @dataclass(frozen=True)
@@ -36,21 +42,64 @@ class UploadFile:
 
 
 def folder_files(folder: Path) -> list[UploadFile]:
-    """The files of `folder` that are uploaded, sorted; refuses pickle-based weights."""
+    """The files of `folder` that are uploaded, sorted; refuses pickle files (weights or not)."""
     files = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
         if not path.is_file() or any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
             continue
         if path.suffix in PICKLE_SUFFIXES:
-            raise ValueError(
-                f"{path} is a pickle-based weight file; only safetensors are uploaded "
-                "(load the model and save_pretrained it again, which writes safetensors)"
-            )
+            raise UsageError(pickle_refusal(path))
         files.append(UploadFile(relative.as_posix(), path.stat().st_size))
     if not any(f.path == "config.json" for f in files):
-        raise ValueError(f"{folder} has no config.json: save a model there with save_pretrained first")
+        raise UsageError(f"{folder} has no config.json: save a model there with save_pretrained first")
     return files
+
+
+def pickle_refusal(path: Path) -> str:
+    """Why `path` is not uploaded, naming what it is: pickled weights, or another pickled file."""
+    reason = f"{path} is a pickle file ({path.suffix}), and loading a pickle can run arbitrary code; push uploads none"
+    if path.stem.startswith(PICKLED_WEIGHT_PREFIXES) or path.suffix in (".pt", ".pth", ".ckpt"):
+        return f"{reason}. For weights: load the model and save_pretrained it again, which writes safetensors"
+    return f"{reason}. Keep what it holds as JSON, or move it out of the folder"
+
+
+def native_card(
+    model_type: str | None,
+    repo_id: str,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+) -> str:
+    """A short README.md for a native Transformers folder (a `gptforge export`): it loads without remote code."""
+    front = [
+        "---",
+        "library_name: transformers",
+        f"license: {license or 'apache-2.0'}",
+        "pipeline_tag: text-generation",
+    ]
+    front += ["tags:", "- gptforge", f"- {model_type}"]
+    if datasets:
+        front += ["datasets:"] + [f"- {name}" for name in datasets]
+    if base_model:
+        front.append(f"base_model: {base_model}")
+    usage = [
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+        "```",
+    ]
+    body = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"A gptforge model exported as a native Transformers `{model_type}` model: it loads with the Auto classes "
+        "and needs no remote code.",
+        "",
+        *usage,
+    ]
+    return "\n".join([*front, "---", "", *body]) + "\n"
 
 
 def format_size(size: int) -> str:
@@ -78,7 +127,11 @@ def main(
     files = folder_files(folder)
     card = None
     if not (folder / README).is_file():
-        card = model_card(folder, repo_id=repo_id, license=license, datasets=datasets, base_model=base_model)
+        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+        if model_type == "gptforge":
+            card = model_card(folder, repo_id=repo_id, license=license, datasets=datasets, base_model=base_model)
+        else:  # a native folder `gptforge export` wrote
+            card = native_card(model_type, repo_id, license=license, datasets=datasets, base_model=base_model)
         files = sorted([*files, UploadFile(README, len(card.encode()), generated=True)], key=lambda f: f.path)
 
     target = (

@@ -2,7 +2,8 @@
 
 The folder (tokenizer.json + tokenizer_config.json) loads with `AutoTokenizer.from_pretrained(OUT)` and is what
 `gptforge pretrain --tokenizer OUT` expects. `<|endoftext|>` is BOS/EOS (id 0), `<|pad|>` the pad token (id 1).
-Training reads the train split only; the validation split gives the reported compression (bytes per token).
+Training reads the train split only; where the source has a validation split, it gives the reported compression
+(bytes per token). Nothing is held out when there is none: a tokenizer needs no validation split.
 
 Usage:
     gptforge train-tokenizer --out runs/tok                          # 4096 tokens, on the stdlib corpus
@@ -39,13 +40,15 @@ class TrainTokenizerOptions(DataOptions):
 
 @typed_main(TrainTokenizerOptions)
 def main(options: TrainTokenizerOptions) -> dict[str, Any]:
-    """Train, save and return `{"output_dir", "vocab_size", "bytes_per_token"}`.
+    """Train, save and return `{"output_dir", "vocab_size", "bytes_per_token"}` (None without a validation split).
 
     Bytes per token on the held-out split is the number that says whether the vocabulary fits the data: it is what
     turns a context length in tokens into one in text.
     """
-    source = sources.describe_source(options.data)
-    raw = sources.load_texts(options.data, options.text_column, **options.source_kwargs(options.seed))
+    loaded = sources.load_data(
+        options.data, text_column=options.text_column, hold_out=False, **options.source_kwargs(options.seed)
+    )
+    raw = loaded.dataset
     tokenizer = train_tokenizer(
         raw["train"],
         options.vocab_size,
@@ -58,17 +61,18 @@ def main(options: TrainTokenizerOptions) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out)
 
-    texts = list(raw["validation"][options.text_column])
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    n_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
-    summary = {
-        "output_dir": str(out),
-        "vocab_size": len(tokenizer),
-        "bytes_per_token": n_bytes / max(n_tokens, 1),
-        "validation_tokens": n_tokens,
-    }
+    summary: dict[str, Any] = {"output_dir": str(out), "vocab_size": len(tokenizer), "bytes_per_token": None}
+    compression = "no validation split to measure compression on"
+    if "validation" in raw:
+        n_bytes, n_tokens = 0, 0
+        for batch in raw["validation"].iter(batch_size=256):
+            texts = batch[options.text_column]
+            n_bytes += sum(len(t.encode("utf-8")) for t in texts)
+            n_tokens += sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
+        summary.update(bytes_per_token=n_bytes / max(n_tokens, 1), validation_tokens=n_tokens)
+        compression = f"{summary['bytes_per_token']:.2f} bytes/token on the validation split"
     print(
-        f"tokenizer: {summary['vocab_size']} tokens, trained on {len(raw['train'])} rows of {source}; "
-        f"{summary['bytes_per_token']:.2f} bytes/token on the validation split; saved to {out}"
+        f"tokenizer: {summary['vocab_size']} tokens, trained on {len(raw['train'])} rows of {loaded.source}; "
+        f"{compression}; saved to {out}"
     )
     return summary

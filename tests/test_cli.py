@@ -31,6 +31,7 @@ from transformers import (
 from gptforge import GPTForgeForCausalLM, compile_blocks
 from gptforge.scripts import cli, evaluate, finetune, generate, pretrain
 from gptforge.scripts.cli import SUBCOMMANDS
+from gptforge.training.errors import UsageError
 
 MY_SUBCOMMANDS = ["train-tokenizer", "pretrain", "finetune", "generate", "evaluate", "convert", "demo"]
 TINY = [
@@ -305,7 +306,7 @@ def test_pretrain_bad_input_fails_before_training(workdir, corpus, tokenizer_dir
 
 
 def test_pretrain_missing_data_and_empty_data(workdir, tokenizer_dir):
-    with pytest.raises(FileNotFoundError, match=r"no data at .*missing\.jsonl.*looked for a local file or folder"):
+    with pytest.raises(UsageError, match=r"no data at .*missing\.jsonl.*: no such file or folder"):
         pretrain.main(
             workdir / "bad", data=workdir / "missing.jsonl", tokenizer=tokenizer_dir, overrides=TINY, block_size=32
         )

@@ -15,6 +15,7 @@ from gptforge.training import corpus as corpus_lib
 from gptforge.training import encoding, sources
 from gptforge.training.checkpointing import find_latest_checkpoint, mark_complete
 from gptforge.training.config import parse_overrides
+from gptforge.training.errors import UsageError
 from gptforge.training.metrics import classification_scores, confusion_matrix
 
 DOCS = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n# note {i}: " + "word " * (i % 5 + 3) for i in range(40)]
@@ -134,33 +135,33 @@ def test_split_of_a_file_follows_the_words_of_its_path(path, split):
 
 def test_missing_path_names_what_was_looked_for(tmp_path):
     missing = tmp_path / "nope" / "data.jsonl"
-    with pytest.raises(FileNotFoundError, match=r"no data at .*data\.jsonl.*looked for a local file or folder"):
+    with pytest.raises(UsageError, match=r"no data at .*data\.jsonl.*no such file or folder"):
         sources.load_source(missing)
     # A bare name could be a Hub id: offline (as in the tests), the error says both places were tried.
-    with pytest.raises(FileNotFoundError, match=r"no local file or folder .* cannot be fetched offline"):
+    with pytest.raises(UsageError, match=r"no local file or folder .* cannot be fetched offline"):
         sources.load_source("surely-not-a-local-folder")
 
 
 def test_folder_without_data_files_and_unsupported_file(tmp_path):
-    (tmp_path / "notes.py").write_text("x = 1\n")
-    with pytest.raises(FileNotFoundError, match=r"no data files in folder .*looked for \*\.txt.*found: notes\.py"):
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    with pytest.raises(UsageError, match=r"no data files in folder .*\(found: image\.png\); supported: text/code"):
         sources.load_source(tmp_path)
-    with pytest.raises(ValueError, match=r"unsupported file type '\.py'"):
-        sources.load_source(tmp_path / "notes.py")
+    with pytest.raises(UsageError, match=r"no loader reads '\.png'; supported: text/code files \(.*\.py"):
+        sources.load_source(tmp_path / "image.png")
 
 
-def test_missing_column_lists_existing_columns(tmp_path):
-    loaded = sources.load_source(write_jsonl(tmp_path / "d.jsonl", [{"body": d, "y": 1} for d in DOCS]))
+def test_missing_column_lists_existing_columns():
+    loaded = datasets.DatasetDict({"train": datasets.Dataset.from_list([{"body": d, "y": 1} for d in DOCS])})
     with pytest.raises(
-        ValueError, match=r"column 'text' not found in the train split of 'x'; available columns: body, y"
+        UsageError, match=r"column 'text' not found in the train split of 'x'; available columns: body, y"
     ):
         sources.require_columns(loaded, ["text"], "'x'")
 
 
-def test_empty_after_filtering_is_an_error(tmp_path):
+def test_empty_after_filtering_is_an_error():
     rows = [{"text": "   "}, {"text": ""}, {"text": None}, {"text": "\n"}]
-    loaded = sources.load_source(write_jsonl(tmp_path / "d.jsonl", rows), cache_dir=str(tmp_path / "c"))
-    with pytest.raises(ValueError, match=r"the train split of src is empty after dropping rows without text"):
+    loaded = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
+    with pytest.raises(UsageError, match=r"the train split of src is empty after dropping rows without text"):
         sources.drop_empty(loaded, "text", "src")
 
 
@@ -202,7 +203,7 @@ def test_pack_too_short_for_one_block(tmp_path, tokenizer):
         write_jsonl(tmp_path / "d.jsonl", [{"text": "x = 1"}, {"text": "y = 2"}]), cache_dir=str(tmp_path / "c")
     )
     with pytest.raises(
-        ValueError, match=r"the train split of data holds \d+ tokens, fewer than one block of block_size=512"
+        UsageError, match=r"the train split of data holds about \d+ tokens, fewer than one block of block_size=512"
     ):
         encoding.pack_for_causal_lm(loaded, tokenizer, block_size=512, source="data")
 

@@ -1,7 +1,7 @@
 """How texts become model inputs: packed causal-LM blocks, or truncated classification examples.
 
-- `pack_for_causal_lm`: tokenise with `datasets.map` (cached next to the data, optionally multi-process) and pack
-  into fixed-length blocks, with EOS closing every document;
+- `pack_for_causal_lm`: tokenise and pack in one `datasets.map` pass (multi-process for many rows, written to
+  memory-mapped Arrow files) into fixed-length int32 blocks, with EOS closing every document;
 - `encode_for_classification`: truncated token ids plus integer labels; string labels are mapped to ids in sorted
   order and returned as `label_names` (the config's `id2label`).
 
@@ -17,11 +17,55 @@ import datasets
 import torch
 
 from .corpus import LABEL_COLUMN, TEXT_COLUMN
+from .errors import UsageError
+from .sources import CONTINUES_COLUMN
 
 
 def default_num_proc(rows: int) -> int:
     # The Rust tokenizer already encodes a batch on every core; processes pay off only for many rows.
-    return min(os.cpu_count() or 1, 8) if rows >= 1000 else 1
+    return min(os.cpu_count() or 1, 8) if rows >= 256 else 1
+
+
+def batch_rows(part: datasets.Dataset, target_bytes: int = 4 << 20) -> int:
+    """Rows per `map` batch so that a batch holds about `target_bytes` of text: a worker's memory stays flat
+    whether rows are tweets or 64 KB chunks of a book."""
+    rows = max(len(part), 1)
+    mean = part.data.nbytes / rows
+    return int(min(1000, max(8, target_bytes // max(mean, 1))))
+
+
+def packer(tokenizer: Any, block_size: int, text_column: str = TEXT_COLUMN) -> Any:
+    """The batched `map` function that tokenises rows and cuts their token stream into `block_size` blocks.
+
+    EOS closes every document: every row, except a row whose `continues` column says the next row carries on the
+    same document (text files read in pieces). A batch's last partial block is dropped, as Transformers'
+    `run_clm.py` does.
+    """
+    eos = tokenizer.eos_token_id
+
+    def pack(batch: dict[str, list]) -> dict[str, list]:
+        # verbose=False: whole documents are longer than model_max_length by design (they get packed)
+        ids = tokenizer(batch[text_column], add_special_tokens=False, verbose=False)["input_ids"]
+        continues = batch.get(CONTINUES_COLUMN) or [False] * len(ids)
+        stream: list[int] = []
+        for row, goes_on in zip(ids, continues, strict=True):
+            stream.extend(row)
+            if not goes_on:
+                stream.append(eos)
+        usable = len(stream) // block_size * block_size
+        return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
+
+    return pack
+
+
+BLOCK_FEATURES = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
+
+
+def check_packing(tokenizer: Any, block_size: int) -> None:
+    if tokenizer.eos_token_id is None:
+        raise UsageError("the tokenizer has no eos_token; packing needs one to separate documents")
+    if block_size < 2:
+        raise UsageError(f"block_size must be at least 2, got {block_size}")
 
 
 def pack_for_causal_lm(
@@ -31,40 +75,37 @@ def pack_for_causal_lm(
     text_column: str = TEXT_COLUMN,
     num_proc: int | None = None,
     source: str = "the data",
+    cache_files: dict[str, str] | None = None,
 ) -> datasets.DatasetDict:
-    """Tokenise every document, close it with EOS, concatenate and cut into `block_size` blocks (`input_ids`).
+    """Tokenise every document, close it with EOS, concatenate and cut into `block_size` blocks (`input_ids`,
+    stored as int32).
 
-    Each `map` batch (1000 documents) drops its last partial block, as Transformers' `run_clm.py` does. A split with
-    fewer tokens than one block is a `ValueError` that gives the token count.
+    One `map` pass per split, over `num_proc` processes (default: every core for 256 rows or more), in batches of
+    about 4 MB of text; `cache_files` names the Arrow file each split is written to (else the `datasets` cache). A
+    split with fewer tokens than one block is a `UsageError` that gives the token count.
     """
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("the tokenizer has no eos_token; packing needs one to separate documents")
-    if block_size < 2:
-        raise ValueError(f"block_size must be at least 2, got {block_size}")
-
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        # verbose=False: whole documents are longer than model_max_length by design (they get packed)
-        ids = tokenizer(batch[text_column], add_special_tokens=False, verbose=False)["input_ids"]
-        return {"input_ids": [row + [eos] for row in ids]}
-
-    def group(batch: dict[str, list]) -> dict[str, list]:
-        stream = list(chain.from_iterable(batch["input_ids"]))
-        usable = len(stream) // block_size * block_size
-        return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
-
+    check_packing(tokenizer, block_size)
+    pack = packer(tokenizer, block_size, text_column)
     packed = {}
     for split, part in dataset.items():
         procs = num_proc or default_num_proc(len(part))
-        tokenized = part.map(
-            tokenize, batched=True, remove_columns=part.column_names, num_proc=procs, desc=f"tokenize {split}"
+        blocks = part.map(
+            pack,
+            batched=True,
+            batch_size=batch_rows(part),
+            remove_columns=part.column_names,
+            features=BLOCK_FEATURES,
+            num_proc=procs if procs > 1 and len(part) > 1 else None,
+            cache_file_name=(cache_files or {}).get(split),
+            desc=f"tokenize and pack {split} into blocks of {block_size}",
         )
-        blocks = tokenized.map(group, batched=True, num_proc=procs, desc=f"pack {split} into blocks of {block_size}")
         if len(blocks) == 0:
-            tokens = sum(len(row) for row in list(tokenized["input_ids"]))
-            raise ValueError(
-                f"the {split} split of {source} holds {tokens} tokens, fewer than one block of block_size={block_size}; "
-                "use a smaller block size or more data"
+            tokens = sum(
+                len(ids) + 1 for ids in tokenizer(list(part[text_column]), add_special_tokens=False)["input_ids"]
+            )
+            raise UsageError(
+                f"the {split} split of {source} holds about {tokens} tokens, fewer than one block of "
+                f"block_size={block_size}; use a smaller --block-size or more data"
             )
         packed[split] = blocks.with_format("torch")
     return datasets.DatasetDict(packed)
@@ -72,14 +113,14 @@ def pack_for_causal_lm(
 
 def causal_lm_collator(features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack equal-length blocks; the labels are the inputs (the model shifts them)."""
-    input_ids = torch.stack([torch.as_tensor(f["input_ids"]) for f in features])
+    input_ids = torch.stack([torch.as_tensor(f["input_ids"], dtype=torch.long) for f in features])
     return {"input_ids": input_ids, "labels": input_ids.clone()}
 
 
 def label_names_of(dataset: datasets.DatasetDict, label_column: str, source: str) -> list[str]:
     """Class names in id order: a `ClassLabel`'s own names, else the sorted distinct values of every split.
 
-    Fewer than two classes is a `ValueError` naming the class.
+    Fewer than two classes is a `UsageError` naming the class.
     """
     feature = dataset["train"].features[label_column]
     if isinstance(feature, datasets.ClassLabel):
@@ -89,13 +130,13 @@ def label_names_of(dataset: datasets.DatasetDict, label_column: str, source: str
         values = set(chain.from_iterable(part.unique(label_column) for part in dataset.values()))
         kinds = {type(v) for v in values}
         if len(kinds) > 1:
-            raise ValueError(
+            raise UsageError(
                 f"label column {label_column!r} of {source} mixes value types {sorted(k.__name__ for k in kinds)}"
             )
         names = [str(v) for v in sorted(values)]
         present = set(names)
     if len(present) < 2:
-        raise ValueError(
+        raise UsageError(
             f"label column {label_column!r} of {source} has a single class ({sorted(map(str, present))}); "
             "classification needs at least two"
         )

@@ -149,7 +149,9 @@ class DataOptions:
     """Where the texts come from (`sources.load_source`) and which column holds them."""
 
     data: str | None = option(
-        None, "local file/folder (txt, json, jsonl, csv, parquet) or Hub dataset id; default: the stdlib corpus"
+        None,
+        "a text/code/Markdown file or folder, a json/jsonl/csv/parquet table, a save_to_disk folder, or a Hub "
+        "dataset id; default: the stdlib corpus",
     )
     data_config: str | None = option(None, "configuration name of a Hub dataset")
     text_column: str = option(TEXT_COLUMN, "column holding the text")
@@ -158,6 +160,9 @@ class DataOptions:
     )
     validation_split: float = option(
         DEFAULT_VALIDATION_SPLIT, "fraction held out when the data has no validation split"
+    )
+    encoding_errors: Literal["strict", "replace"] = option(
+        "strict", "text that is not UTF-8: strict stops with the file and byte offset, replace reads U+FFFD"
     )
     max_files: int | None = option(None, "default corpus only: use this many files")
     cache_dir: str | None = option(None, "datasets cache folder (default: the datasets default)")
@@ -168,6 +173,7 @@ class DataOptions:
             data_config=self.data_config,
             validation_split=self.validation_split,
             sample_by=self.sample_by,
+            encoding_errors=self.encoding_errors,
             seed=seed,
             cache_dir=self.cache_dir,
             max_files=self.max_files,
