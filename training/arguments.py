@@ -51,6 +51,9 @@ def training_arguments(output_dir: str | os.PathLike, options: TrainerOptions, *
         logging_strategy="steps",
         logging_steps=options.logging_steps,
         logging_first_step=True,
+        # Transformers' NaN/Inf filter reads the loss on the host twice a step (two stalls on a GPU); the training
+        # commands' `GPTForgeTrainer` already stops on a non-finite loss (one read), so the filter never acts.
+        logging_nan_inf_filter=False,
         bf16=use_bf16(options.precision),
         activation_checkpointing=gradient_checkpointing,  # Transformers 5's name for gradient checkpointing
         activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
