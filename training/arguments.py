@@ -1,11 +1,13 @@
 """One factory for the `TrainingArguments` of pretrain and finetune, and the device choices they share."""
 
 import os
+import warnings
 from typing import Any
 
 import torch
 from transformers import TrainingArguments
 
+from ..liger import register_liger_kernel
 from .options import TrainerOptions
 
 
@@ -64,4 +66,13 @@ def training_arguments(output_dir: str | os.PathLike, options: TrainerOptions, *
         use_cpu=cpu_only(),  # a CPU-only torchrun launch then runs DDP over gloo
         dataloader_pin_memory=not cpu_only(),
     )
-    return TrainingArguments(**{**shared, **settings})
+    merged = {**shared, **settings}
+    if merged.get("use_liger_kernel") and not register_liger_kernel():
+        # Transformers would raise at Trainer construction; the run goes on with gptforge's own kernels instead
+        warnings.warn(
+            "use_liger_kernel=True, but liger_kernel cannot be imported (pip install 'gptforge[gpu]', on a machine "
+            "with a GPU); training without Liger's kernels",
+            stacklevel=2,
+        )
+        merged["use_liger_kernel"] = False
+    return TrainingArguments(**merged)
