@@ -6,6 +6,7 @@ Rows (tokens/s of optimizer steps in steady state, after `warmup` steps; a GPU i
   `+compile` is `torch.compile(model)`. No per-step host read but the timing's own: the ceiling.
 - `Trainer <model>[+compile]`: `Trainer(TrainingArguments(bf16 on a GPU, optim="adamw_torch_fused",
   max_grad_norm=1.0, torch_compile=...))` over the same random token blocks.
+- `Trainer gptforge compile_blocks` (`--rows blocks --compile`): each decoder block compiled, the rest eager.
 - `gptforge pretrain[ --compile]`: the command, as a subprocess on a small text folder with a tokenizer trained on
   it, timed from the moments its metrics.jsonl lines appear (from the second logged step to the last).
 
@@ -34,6 +35,8 @@ from pathlib import Path
 import torch
 import transformers
 from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from gptforge import compile_blocks
 
 from .models import SHAPES, Shape, model_pair
 
@@ -184,7 +187,10 @@ def contenders(rows: tuple[str, ...], compile_rows: bool) -> list[tuple[str, str
     for compiled in (False, True) if compile_rows else (False,):
         suffix = "+compile" if compiled else ""
         for kind in rows:
-            if kind == "pretrain":
+            if kind == "blocks":  # `gptforge.compile_blocks` under an eager Trainer: the other compile path
+                if compiled:
+                    out.append(("Trainer gptforge compile_blocks", kind, "gptforge", False))
+            elif kind == "pretrain":
                 out.append((f"gptforge pretrain{' --compile' if compiled else ''}", kind, "gptforge", compiled))
             else:
                 for model in ("gptforge", "Llama"):
@@ -216,6 +222,8 @@ def main(
                 rate = pretrain_rate(work, shape, steps, warmup, device, compiled, tag)
             else:
                 model = model_pair("llama", shape, max_positions=max(shape.seq, 512))[model_name]
+                if kind == "blocks":
+                    compile_blocks(model)
                 run = loop_rate if kind == "loop" else trainer_rate
                 rate = run(model, batches, warmup, device, compiled)
                 del model
@@ -274,7 +282,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=24, help="optimizer steps per contender (default 24)")
     parser.add_argument("--warmup", type=int, default=6, help="steps left out of the rate (default 6)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats of every row (default 2)")
-    parser.add_argument("--rows", default="loop,Trainer,pretrain", help="comma list: loop,Trainer,pretrain")
+    parser.add_argument("--rows", default="loop,Trainer,pretrain", help="comma list: loop,Trainer,pretrain,blocks")
     parser.add_argument("--compile", action="store_true", help="also the torch.compile rows")
     parser.add_argument("--smoke", action="store_true", help="a tiny shape, 6 steps, one repeat: checks it runs")
     parser.add_argument("--work", default=None, help="folder for the text data, tokenizer and pretrain runs")
