@@ -1,12 +1,14 @@
-"""gptforge against Transformers' own GPT-2 and Llama on one CUDA GPU, bf16, at GPT-2 124M's shape.
+"""gptforge against Transformers' own GPT-2 and Llama on one CUDA GPU, bf16, at GPT-2 124M's shape: the paths users
+run (`Trainer`, `gptforge pretrain`) and a hand-written loop as the ceiling.
 
 The GPU half of the benchmark (`benchmarks.run` is the CPU half). Same method: the pairs share their weights
 (`benchmarks.models.model_pair`), the models alternate round-robin inside one process, figures are medians with the
 spread of the measured rounds, and every ratio is gptforge / reference from the same run.
 
-Usage (on a machine with a CUDA GPU; about 5 minutes, most of it compilation):
+Usage (on a machine with a CUDA GPU; about 8 minutes, most of it compilation):
     python -m benchmarks.gpu
-    python -m benchmarks.gpu --sections train --batch 16 --out runs/gpu
+    python -m benchmarks.gpu --sections train,trainer,pretrain --batch 16 --out runs/gpu
+    python -m benchmarks.gpu --smoke          # on the CPU, a tiny shape, fp32: checks that every unit runs
 
 Measured:
 - peak: a bf16 8192^3 `torch.mm` on random data (median of 10, CUDA events): the card's measured matmul ceiling;
@@ -15,6 +17,11 @@ Measured:
   `bf16=True` does), eager and `torch.compile(model)`; achieved TFLOP/s with 6 x matmul params + 12 x layers x seq x
   hidden per token (nanoGPT's and PaLM's formula), and MFU against both the measured ceiling and the datasheet's
   dense bf16 peak; the step's peak GPU memory;
+- `Trainer` (the headline): `Trainer(TrainingArguments(bf16=True, optim="adamw_torch_fused", max_grad_norm=1.0,
+  torch_compile=...))` on gptforge and on HF Llama with the same weights and arguments, compiled and eager
+  (`benchmarks.trainer_path.trainer_rate`: steady tokens/s, synchronised at each step's end);
+- `gptforge pretrain --compile` and without: the command as a user runs it, on a text folder with a tokenizer of the
+  shape's vocabulary (`benchmarks.trainer_path.pretrain_rate`: timed from its metrics.jsonl lines);
 - decoding: tokens/s of greedy `generate` at batch 1 (prompt 32, 128 new tokens), bf16 weights, with the dynamic
   cache (eager) and with `cache_implementation="static"`, which `generate` compiles itself on CUDA (CUDA graphs);
   the compile time is reported, not counted.
@@ -38,18 +45,30 @@ import gptforge
 
 from .measure import make_optimizer, time_decoding, time_training, train_step
 from .models import FAMILIES, Shape, model_pair, train_flops_per_token
+from .trainer_path import SHAPES_HERE, pretrain_rate, trainer_rate
 
 # dense bf16 tensor-core peak from NVIDIA's datasheets (SXM parts), TFLOP/s: the denominator llm.c's MFU uses
 DATASHEET_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
+SMOKE = False  # --smoke: the CPU, a tiny shape, fp32
+
+
 def gpt2_124m(batch: int, seq: int) -> Shape:
+    if SMOKE:
+        return SHAPES_HERE["tiny"]
     return Shape("gpt2-124m", vocab=50257, hidden=768, layers=12, heads=12, seq=seq, batch=batch,
                  llama_intermediate=2048, gpt2_intermediate=3072)  # fmt: skip
 
 
-def measured_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> float:
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def measured_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> float | None:
     """Median TFLOP/s of a bf16 (size, size) x (size, size) product on random data, timed with CUDA events."""
+    if device.type != "cuda":
+        return None
     a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
     b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
     for _ in range(3):
@@ -79,7 +98,7 @@ def unit_train(
         if compiled:
             models = {f"{k}+compile": torch.compile(m) for k, m in models.items()}
         samples, _, first_loss, first_step = time_training(
-            models, ids, rounds, warmup=3, probe=False, autocast=torch.bfloat16
+            models, ids, rounds, warmup=3, probe=False, autocast=autocast_dtype(device)
         )
         for name, model in models.items():
             rate = samples[name].rate(shape.tokens)
@@ -93,11 +112,49 @@ def unit_train(
             }
             result["train"][name] = row
         # peak memory of one step per model, alone (the round-robin above holds every model's state at once)
-        for name, model in models.items():
+        for name, model in models.items() if device.type == "cuda" else ():
             others = [m for k, m in models.items() if k != name]
             result["train"][name]["peak_gib"] = step_peak_gib(model, ids, device, others)
         del models
         torch.cuda.empty_cache()
+
+
+def unit_trainer(result: dict, device: torch.device, batch: int, seq: int, rounds: int, compiled: bool) -> None:
+    """The `Trainer` rows: gptforge and HF Llama (same weights), the same arguments."""
+    shape = gpt2_124m(batch, seq)
+    generator = torch.Generator().manual_seed(1)
+    warmup = 3 if SMOKE else 10
+    batches = [torch.randint(0, shape.vocab, (shape.batch, shape.seq), generator=generator)]
+    batches *= warmup + rounds
+    for name, model in model_pair("llama", shape, max_positions=max(seq, shape.seq)).items():
+        label = f"Trainer {name}{'+compile' if compiled else ''}"
+        rate = trainer_rate(model, batches, warmup, device, compiled)
+        result["trainer"][label] = row_of(rate, model, shape)
+        del model
+        torch._dynamo.reset()
+        torch.cuda.empty_cache()
+
+
+def unit_pretrain(result: dict, device: torch.device, batch: int, seq: int, rounds: int, out_dir: Path) -> None:
+    """`gptforge pretrain` with and without `--compile` (Llama architecture at the shape)."""
+    shape = gpt2_124m(batch, seq)
+    warmup = 3 if SMOKE else 10
+    for compiled in (True, False):
+        label = f"gptforge pretrain{' --compile' if compiled else ''}"
+        tag = "compiled" if compiled else "eager"
+        rate = pretrain_rate(out_dir / "pretrain", shape, warmup + rounds, warmup, device, compiled, tag)
+        llama = model_pair("llama", shape, max_positions=max(seq, shape.seq))["gptforge"]
+        result["trainer"][label] = row_of(rate, llama, shape)
+
+
+def row_of(rate: float, model, shape: Shape) -> dict:
+    """A single steady rate as a row of the training table (min = max = median)."""
+    flops = train_flops_per_token(getattr(model, "_orig_mod", model), shape)
+    return {
+        "tokens_per_s": {"median": rate, "min": rate, "max": rate},
+        "step_ms": 1e3 * shape.tokens / rate,
+        "tflops": rate * flops / 1e12,
+    }
 
 
 def step_peak_gib(model, ids: torch.Tensor, device: torch.device, others: list) -> float:
@@ -148,18 +205,21 @@ def ratio(rows: dict, a: str, b: str) -> float | None:
 def table(result: dict) -> str:
     lines = []
     peak, sheet = result["peak_tflops_measured"], result["peak_tflops_datasheet"]
-    lines.append(f"bf16 mm peak: measured {peak:.0f} TFLOP/s (8192^3, random data), datasheet {sheet} TFLOP/s")
-    train = result["train"]
-    if train:
-        lines.append("\n| training, gpt2-124m shape | tokens/s (min-max) | ms/step | TFLOP/s | MFU measured | MFU "
+    if peak is not None:
+        lines.append(f"bf16 mm peak: measured {peak:.0f} TFLOP/s (8192^3, random data), datasheet {sheet} TFLOP/s")
+    for title, rows in (("the paths users run", result["trainer"]), ("hand-written loop (ceiling)", result["train"])):
+        if not rows:
+            continue
+        lines.append(f"\n| training, {title} | tokens/s (min-max) | ms/step | TFLOP/s | MFU measured | MFU "
                      "datasheet | peak GiB |")  # fmt: skip
         lines.append("|---|---|---|---|---|---|---|")
-        for name, row in train.items():
+        for name, row in rows.items():
             r = row["tokens_per_s"]
+            mfu = f"{row['tflops'] / peak:.1%}" if peak else "-"
             mfu_sheet = f"{row['tflops'] / sheet:.1%}" if sheet else "-"
             lines.append(
                 f"| {name} | {r['median']:,.0f} ({r['min']:,.0f}-{r['max']:,.0f}) | {row['step_ms']:.1f} | "
-                f"{row['tflops']:.0f} | {row['tflops'] / peak:.1%} | {mfu_sheet} | {row.get('peak_gib', 0):.1f} |"
+                f"{row['tflops']:.0f} | {mfu} | {mfu_sheet} | {row.get('peak_gib', 0):.1f} |"
             )
     decode = result["decode"]
     if decode:
@@ -178,7 +238,7 @@ def table(result: dict) -> str:
 
 
 def main(
-    sections: tuple[str, ...] = ("train", "decode"),
+    sections: tuple[str, ...] = ("trainer", "pretrain", "train", "decode"),
     batch: int = 16,
     seq: int = 1024,
     rounds: int = 10,
@@ -197,17 +257,18 @@ def main(
 
     warnings.filterwarnings("ignore")
     transformers.logging.set_verbosity_error()
-    if not torch.cuda.is_available():
-        raise SystemExit("benchmarks.gpu needs a CUDA GPU (torch.cuda.is_available() is False)")
-    device = torch.device("cuda")
+    if not torch.cuda.is_available() and not SMOKE:
+        raise SystemExit("benchmarks.gpu needs a CUDA GPU (torch.cuda.is_available() is False); --smoke runs on CPU")
+    device = torch.device("cpu" if SMOKE else "cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
-    name = torch.cuda.get_device_name(device)
+    name = "cpu (smoke)" if SMOKE else torch.cuda.get_device_name(device)
     result = {
         "bench": "gptforge-gpu",
         "machine": {
             "gpu": name,
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
+            "smoke": SMOKE,
             "transformers": transformers.__version__,
             "gptforge": gptforge.__version__,
             "batch": batch,
@@ -215,6 +276,7 @@ def main(
         },
         "peak_tflops_measured": measured_peak_tflops(device),
         "peak_tflops_datasheet": datasheet_peak(name),
+        "trainer": {},
         "train": {},
         "decode": {},
         "errors": {},
@@ -222,6 +284,14 @@ def main(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     units = []
+    if "trainer" in sections:
+        for compiled in (True, False) if compile_train else (False,):
+            units.append(
+                (f"trainer{' compiled' if compiled else ''}",
+                 lambda compiled=compiled: unit_trainer(result, device, batch, seq, rounds, compiled))
+            )  # fmt: skip
+    if "pretrain" in sections:
+        units.append(("pretrain", lambda: unit_pretrain(result, device, batch, seq, rounds, out_dir)))
     if "train" in sections:
         units.append(("train eager", lambda: unit_train(result, device, batch, seq, rounds, False, train_families)))
     if "decode" in sections:
@@ -241,8 +311,14 @@ def main(
             print(result["errors"][unit], file=sys.stderr)
         print(f"[gpu] {unit}: {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
         (out_dir / "gpu.json").write_text(json.dumps(result))  # partial results survive a timeout
-    train, decode = result["train"], result["decode"]
+    train, decode, trainer = result["train"], result["decode"], result["trainer"]
     result["ratios"] = {
+        "Trainer compiled vs Llama Trainer compiled": ratio(
+            trainer, "Trainer gptforge+compile", "Trainer Llama+compile"
+        ),
+        "Trainer eager vs Llama Trainer eager": ratio(trainer, "Trainer gptforge", "Trainer Llama"),
+        "pretrain --compile vs loop compiled": ratio(trainer, "gptforge pretrain --compile", "gptforge+compile"),
+        "Trainer compiled vs loop compiled": ratio(trainer, "Trainer gptforge+compile", "gptforge+compile"),
         "train eager vs Llama": ratio(train, "gptforge", "Llama"),
         "train eager vs GPT-2": ratio(train, "gptforge-gpt2", "GPT-2"),
         "train compiled vs Llama compiled": ratio(train, "gptforge+compile", "Llama+compile"),
@@ -265,7 +341,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sections", default="train,decode", help="comma list: train,decode")
+    parser.add_argument(
+        "--sections", default="trainer,pretrain,train,decode", help="comma list: trainer,pretrain,train,decode"
+    )
     parser.add_argument("--batch", type=int, default=16, help="training sequences per step (default 16)")
     parser.add_argument("--seq", type=int, default=1024, help="training sequence length (default 1024)")
     parser.add_argument("--rounds", type=int, default=10, help="measured training steps per model (default 10)")
@@ -278,11 +356,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--deadline", type=float, default=480.0, help="skip units that would start after SECONDS")
     parser.add_argument("--out", default=os.environ.get("OUT", "runs/gpu"), help="folder for gpu.json")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CPU, tiny shape, fp32, 3 rounds, no compiled rows: checks every unit runs",
+    )
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = parse_args()
+    SMOKE = args.smoke
+    if SMOKE:
+        args.rounds, args.decode_rounds, args.new_tokens, args.batch = 3, 1, 8, SHAPES_HERE["tiny"].batch
+        args.seq = SHAPES_HERE["tiny"].seq
+        args.train_families, args.decode_families = "llama", "llama"
+        # compiling on a CPU takes minutes per row: the smoke run checks the eager rows, whole
+        args.no_compile_train, args.deadline = True, float("inf")
     main(
         sections=tuple(args.sections.split(",")),
         batch=args.batch,

@@ -5,7 +5,10 @@
   `CompileConfig._compile_all_devices`, a private flag; this helper sets it in one place, so user code stays on
   public calls and a future rename is fixed here.
 - `compile_blocks(model)`: compiled training, one decoder block at a time (`make bench`: 1.18-1.34x Llama's eager
-  training steps on the 2-core CPU).
+  training steps on the 2-core CPU), for hand-written loops that want the eager chunked loss and short compiles.
+
+`gptforge pretrain --compile` compiles the whole model instead, through the Trainer (`torch_compile=True`): on an
+H200 at gpt2-124m, 16 x 1024 tokens, a Trainer step took 55.5 ms that way against 96.8 ms with compiled blocks.
 """
 
 from typing import Any

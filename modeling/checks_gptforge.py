@@ -66,9 +66,8 @@ def check_inputs(
 ) -> None:
     """Fail at the door, naming the bad value, instead of deep inside an embedding (or as a device-side assert).
 
-    Shape and dtype checks read metadata only. The token-id and position range checks read two numbers back from the
-    device (one host sync, ~0.1% of a forward at the benchmark shapes); they are skipped while `torch.compile` traces,
-    so `fullgraph=True` compiles and CUDA graphs keep working, and compiled callers validate their inputs themselves.
+    Shape and dtype checks read metadata only, always. The token-id range check reads values, so it follows
+    `checks_values`: on the CPU and at inference, not while training on an accelerator or under `torch.compile`.
     """
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -95,18 +94,16 @@ def check_inputs(
         ):
             expected = f"(batch={shape[0]}, {'cached + ' if has_cache else ''}sequence={shape[1]})"
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected {expected}")
-    if torch.compiler.is_compiling():
-        return
-    if input_ids is not None:
-        low, high = torch.aminmax(input_ids)
+    if input_ids is not None and checks_values(input_ids):
+        low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # both bounds in one read
         if low < 0 or high >= config.vocab_size:
-            bad = int(low) if low < 0 else int(high)
+            bad = low if low < 0 else high
             raise ValueError(f"input_ids holds token id {bad}, outside the vocabulary [0, {config.vocab_size - 1}]")
 
 
 def check_positions(config: GPTForgeConfig, position_ids: torch.Tensor) -> None:
     """A learned position table has a fixed length; past it the lookup would fail deep inside the embedding."""
-    if config.position_embedding_type == "learned" and not torch.compiler.is_compiling():
+    if config.position_embedding_type == "learned" and checks_values(position_ids):
         highest = int(position_ids.max())
         if highest >= config.max_position_embeddings:
             raise ValueError(
@@ -114,3 +111,19 @@ def check_positions(config: GPTForgeConfig, position_ids: torch.Tensor) -> None:
                 f"{config.max_position_embeddings}): a sequence, cached tokens included, may hold at most "
                 f"{config.max_position_embeddings} tokens"
             )
+
+
+def checks_values(tensor: torch.Tensor) -> bool:
+    """Whether the forward checks the values of `tensor` (token ids, positions), which means reading them on the host.
+
+    On the CPU that read is a memory load, so the checks always run there. On an accelerator it is a host sync: the
+    CPU waits until the device has caught up, and a training step of a few tens of milliseconds then stalls at each
+    read (an H200 step at gpt2-124m, 16 x 1024 tokens, is ~55 ms). So there the checks run at inference (autograd off:
+    `generate`, evaluation, pipelines), where a forward reads its result back anyway, and are skipped while autograd
+    records (training), where a bad id still stops the run, as the embedding's device-side assert. The training
+    commands cannot produce such ids: their tokenizer's ids fit the model's vocabulary. Under `torch.compile` no value
+    is read, so `fullgraph=True` and CUDA graphs keep working.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    return tensor.device.type == "cpu" or not torch.is_grad_enabled()

@@ -35,7 +35,6 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, set_seed
 
-from ..compiling import compile_blocks
 from ..configuration import GPTForgeConfig
 from ..tokenization import train_tokenizer
 from ..training import distributed, encoding, prepared, sources
@@ -93,7 +92,7 @@ class PretrainOptions(TrainerOptions, TokenizeOptions, DataOptions):
     )
     compile: bool = option(
         False,
-        "torch.compile each decoder block (faster steps after a first one that compiles; see README Performance)",
+        "torch.compile the whole model in the Trainer (faster steps after a first one that compiles; see README)",
     )
     min_lr_ratio: float = option(0.1, "cosine decays to this fraction of the peak")
     eval_steps: int = option(100, "evaluate (loss, perplexity) every N steps")
@@ -272,6 +271,11 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         prediction_loss_only=True,  # eval needs the loss only; never gather (B, T, vocab) logits
         # Every parameter gets a gradient at every step, so DDP's per-step search for unused ones is skipped.
         ddp_find_unused_parameters=False,
+        # The whole model, compiled by the Trainer (`torch.compile` around it; `trainer.model` stays the eager module,
+        # so checkpoints, `save_pretrained` and `--resume` keep the eager tensor names). Not `compile_blocks`: on an
+        # H200 at gpt2-124m, 16 x 1024 tokens, a Trainer step took 55.5 ms compiled whole against 96.8 ms with
+        # compiled blocks (the head and loss stay eager there, and the forward's checks read back each step).
+        torch_compile=options.compile,
     )
 
     # Under torchrun / accelerate, the main process loads, trains the tokenizer and tokenises first; the others
@@ -300,8 +304,6 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     model.generation_config.eos_token_id = model_config.eos_token_id
     model.generation_config.pad_token_id = model_config.pad_token_id
     n_params = model.num_parameters()
-    if options.compile:
-        compile_blocks(model)  # in place: checkpoints keep the eager names
 
     trainer = GPTForgeTrainer(
         model=model,

@@ -261,15 +261,18 @@ def test_pretrain_trains_its_own_tokenizer_and_checkpoints_activations(workdir, 
 def test_pretrain_compile_trains_the_same_model_with_eager_checkpoint_names(
     workdir, corpus, tokenizer_dir, lm_run, monkeypatch
 ):
-    """`--compile` compiles each block (gptforge.compile_blocks): the same losses as the eager run up to Inductor's
-    fused-kernel rounding, and checkpoints with the eager tensor names (no `_orig_mod.`), so they load anywhere."""
-    traced = []  # is_compiling() as a hook inside a block sees it: True only while torch.compile traces the block
+    """`--compile` compiles the whole model in the Trainer (`torch_compile=True`): the same losses as the eager run up
+    to Inductor's fused-kernel rounding, checkpoints and the final folder with the eager tensor names (no
+    `_orig_mod.`), and `--resume` continues from a compiled run's checkpoint."""
+    traced = []  # is_compiling() in a hook on the LM head: True only if the compiled graph reaches past the blocks
+    from_config = AutoModelForCausalLM.from_config
 
-    def spy(model, **kwargs):
-        model.model.layers[0].mlp.register_forward_hook(lambda *_: traced.append(torch.compiler.is_compiling()))
-        return compile_blocks(model, **kwargs)
+    def spy(config, **kwargs):
+        model = from_config(config, **kwargs)
+        model.lm_head.register_forward_hook(lambda *_: traced.append(torch.compiler.is_compiling()))
+        return model
 
-    monkeypatch.setattr(pretrain, "compile_blocks", spy)
+    monkeypatch.setattr(pretrain.AutoModelForCausalLM, "from_config", spy)
     out = workdir / "compiled"
     assert cli.main(pretrain_argv(out, corpus, tokenizer_dir, "--compile")) == 0
     assert True in traced
@@ -279,9 +282,19 @@ def test_pretrain_compile_trains_the_same_model_with_eager_checkpoint_names(
         return [r["loss"] for r in records if "loss" in r] + [r["eval_loss"] for r in records if "eval_loss" in r]
 
     assert losses(out) == pytest.approx(losses(lm_run), rel=1e-4)
-    compiled = AutoModelForCausalLM.from_pretrained(out / "final")  # strict loading: every tensor name known
-    eager = AutoModelForCausalLM.from_pretrained(lm_run / "final")
-    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    eager_keys = AutoModelForCausalLM.from_pretrained(lm_run / "final").state_dict().keys()
+    for folder in (out / "final", out / "checkpoint-4"):  # strict loading: every tensor name known
+        assert AutoModelForCausalLM.from_pretrained(folder).state_dict().keys() == eager_keys
+
+    # resume the compiled run for two more steps, compiled again
+    argv = pretrain_argv(out, corpus, tokenizer_dir, "--compile", "--resume")
+    argv[argv.index("--max-steps") + 1] = "6"
+    assert cli.main(argv) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r][-2:] == [5, 6]
+    summary = json.loads((out / "final" / "training_summary.json").read_text())
+    assert summary["global_step"] == 6
+    assert AutoModelForCausalLM.from_pretrained(out / "checkpoint-6").state_dict().keys() == eager_keys
 
 
 def test_compile_blocks_refuses_a_model_without_blocks():

@@ -1,11 +1,13 @@
 """One factory for the `TrainingArguments` of pretrain and finetune, and the device choices they share."""
 
 import os
+import warnings
 from typing import Any
 
 import torch
 from transformers import TrainingArguments
 
+from ..liger import register_liger_kernel
 from .options import TrainerOptions
 
 
@@ -51,6 +53,9 @@ def training_arguments(output_dir: str | os.PathLike, options: TrainerOptions, *
         logging_strategy="steps",
         logging_steps=options.logging_steps,
         logging_first_step=True,
+        # Transformers' NaN/Inf filter reads the loss on the host twice a step (two stalls on a GPU); the training
+        # commands' `GPTForgeTrainer` already stops on a non-finite loss (one read), so the filter never acts.
+        logging_nan_inf_filter=False,
         bf16=use_bf16(options.precision),
         activation_checkpointing=gradient_checkpointing,  # Transformers 5's name for gradient checkpointing
         activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
@@ -61,4 +66,13 @@ def training_arguments(output_dir: str | os.PathLike, options: TrainerOptions, *
         use_cpu=cpu_only(),  # a CPU-only torchrun launch then runs DDP over gloo
         dataloader_pin_memory=not cpu_only(),
     )
-    return TrainingArguments(**{**shared, **settings})
+    merged = {**shared, **settings}
+    if merged.get("use_liger_kernel") and not register_liger_kernel():
+        # Transformers would raise at Trainer construction; the run goes on with gptforge's own kernels instead
+        warnings.warn(
+            "use_liger_kernel=True, but liger_kernel cannot be imported (pip install 'gptforge[gpu]', on a machine "
+            "with a GPU); training without Liger's kernels",
+            stacklevel=2,
+        )
+        merged["use_liger_kernel"] = False
+    return TrainingArguments(**merged)
