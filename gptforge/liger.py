@@ -98,7 +98,7 @@ def apply_liger_kernel_to_gptforge(
         for layer in base.layers:
             _patch_swiglu_module(layer.mlp, LigerSwiGLUMLP)
     if rope and "rope" not in skipped:
-        modeling.apply_rotary_pos_emb = liger_rotary_pos_emb
+        setattr(modeling, "apply_rotary_pos_emb", liger_rotary_pos_emb)  # noqa: B010  (a module looked up at run time)
     if fused_linear_cross_entropy and "fused_linear_cross_entropy" not in skipped:
 
         def liger_causal_lm_loss(hidden_states, weight, labels, chunk_rows=None, **kwargs):
@@ -112,4 +112,4 @@ def apply_liger_kernel_to_gptforge(
                 shift_labels=kwargs.get("shift_labels"),
             )
 
-        modeling.chunked_causal_lm_loss = liger_causal_lm_loss
+        setattr(modeling, "chunked_causal_lm_loss", liger_causal_lm_loss)  # noqa: B010
