@@ -171,12 +171,11 @@ def _run_then_register(fullname: str, exec_module: Any, module: ModuleType) -> N
         register()
 
 
+sys.meta_path.insert(0, _AfterImport())
 if "peft.utils.constants" in sys.modules:
     _register_with_peft(sys.modules["peft.utils.constants"])
 if "transformers" in sys.modules:
     register()
-else:
-    sys.meta_path.insert(0, _AfterImport())
 
 __all__ = [
     "PRESETS",
