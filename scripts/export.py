@@ -7,23 +7,21 @@ else is an error naming each field that does not map. `gptforge convert` brings 
 Usage:
 
     gptforge export runs/tiny/final runs/tiny/native --to transformers
+    gptforge export --source runs/tiny/final --out runs/tiny/native          # the same, as flags
 
 The tokenizer goes along: `tokenizer.json` byte for byte, and a `tokenizer_config.json` that declares the generic
 `PreTrainedTokenizerFast` without `auto_map`. The output is deterministic: exporting the same folder twice, or the
 folder `gptforge convert` makes of an export, gives byte-identical files.
 """
 
-import argparse
 import json
-import sys
+import os
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-from transformers import PreTrainedModel
-
-from gptforge.configuration import GPTForgeConfig
-from gptforge.modeling import GPTForgeForCausalLM
-from gptforge.modeling.conversion import gptforge_config_to_native, to_transformers
-from gptforge.training.folders import TOKENIZER_COPY_FILES, copy_present
+from ..training.errors import UsageError
+from ..training.options import option, typed_main
 
 HELP = "export a gptforge folder as a native GPT2LMHeadModel / LlamaForCausalLM folder"
 TARGETS = ("transformers",)
@@ -34,6 +32,8 @@ LOAD_TIME_KEYS = ("is_local", "local_files_only", "name_or_path", "_commit_hash"
 
 def export_tokenizer(folder: Path, out: Path) -> list[Path]:
     """Copy the tokenizer of `folder` into `out` as a plain `PreTrainedTokenizerFast` (no remote code)."""
+    from ..training.folders import TOKENIZER_COPY_FILES, copy_present
+
     written = copy_present(folder, out, TOKENIZER_COPY_FILES)
     config_file = folder / "tokenizer_config.json"
     if config_file.is_file():
@@ -47,45 +47,57 @@ def export_tokenizer(folder: Path, out: Path) -> list[Path]:
     return written
 
 
-def main(folder: str | Path, out: str | Path, to: str = "transformers") -> PreTrainedModel:
-    """Write the native equivalent of the gptforge model in `folder` to `out`; returns the native model.
+@dataclass
+class ExportOptions:
+    """Every flag of `gptforge export`, and the keywords of `main`."""
+
+    source: str | os.PathLike = option(
+        help="gptforge model folder (config.json + model.safetensors)",
+        positional=True,
+        flags=["--source"],
+        metavar="SOURCE",
+    )
+    output_dir: str | os.PathLike = option(
+        help="output folder for the native model; must not exist or be empty",
+        positional=True,
+        flags=["--out", "--output-dir"],
+        metavar="OUT",
+    )
+    _: KW_ONLY
+    to: Literal["transformers"] = option("transformers", "target format: a native Transformers folder")
+
+
+@typed_main(ExportOptions)
+def main(options: ExportOptions) -> Any:
+    """Write the native equivalent of the gptforge model in `source` to `output_dir`; returns the native model.
 
     Raises `ValueError` for an unknown target, a non-causal-LM folder, a config without an exact native counterpart
-    (naming each field that does not map), or a non-empty `out`.
+    (naming each field that does not map), or a non-empty output folder.
     """
+    from ..configuration import GPTForgeConfig
+    from ..modeling import GPTForgeForCausalLM
+    from ..modeling.conversion import gptforge_config_to_native, to_transformers
+
+    folder, out, to = options.source, options.output_dir, options.to
     if to not in TARGETS:
-        raise ValueError(f"unknown export target {to!r}; expected one of {TARGETS}")
+        raise UsageError(f"unknown export target {to!r}; expected one of {TARGETS}")
     folder, out = Path(folder), Path(out)
     config = GPTForgeConfig.from_pretrained(folder)
     architecture = (config.architectures or [GPTForgeForCausalLM.__name__])[0]
     if architecture != GPTForgeForCausalLM.__name__:
-        raise ValueError(
+        raise UsageError(
             f"{folder} holds a {architecture}; only {GPTForgeForCausalLM.__name__} has a native GPT-2 / Llama "
             "counterpart"
         )
-    gptforge_config_to_native(config)  # fails here, naming every field that does not map, before loading weights
+    try:  # fails here, naming every field that does not map, before loading weights
+        gptforge_config_to_native(config)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"output folder {out} exists and is not empty")
+        raise UsageError(f"output folder {out} exists and is not empty; pass an empty or new --out")
     model = GPTForgeForCausalLM.from_pretrained(folder, dtype="auto")
     native = to_transformers(model)
     native.save_pretrained(out)
     export_tokenizer(folder, out)
+    print(f"wrote {type(native).__name__} to {out}")
     return native
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", help="gptforge model folder (config.json + model.safetensors)")
-    parser.add_argument("out", help="output folder for the native model; must not exist or be empty")
-    parser.add_argument(
-        "--to", choices=TARGETS, default="transformers", help="target format: a native Transformers folder"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        native = main(args.folder, args.out, to=args.to)
-    except ValueError as error:
-        print(f"gptforge export: error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {type(native).__name__} to {args.out}")
-    return 0

@@ -15,8 +15,6 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..tokenization import train_tokenizer
-from ..training import sources
 from ..training.options import DataOptions, option, typed_main
 
 HELP = "train the byte-level BPE tokenizer on a data source"
@@ -44,6 +42,9 @@ def main(options: TrainTokenizerOptions) -> dict[str, Any]:
     Bytes per token on the held-out split is the number that says whether the vocabulary fits the data: it is what
     turns a context length in tokens into one in text.
     """
+    from ..tokenization import train_tokenizer
+    from ..training import sources
+
     source = sources.describe_source(options.data)
     raw = sources.load_texts(options.data, options.text_column, **options.source_kwargs(options.seed))
     tokenizer = train_tokenizer(

@@ -18,6 +18,7 @@ import pytest
 
 from gptforge.scripts import cli, pretrain
 from gptforge.tokenization import train_tokenizer
+from gptforge.training.checkpointing import find_latest_checkpoint
 
 SCRIPTS = Path(pretrain.__file__).parent
 TINY = [
@@ -81,5 +82,5 @@ def test_two_processes_match_one_with_the_same_global_batch(setup, launcher):
     assert multi_eval[5] == pytest.approx(one_eval[5], rel=RTOL)
     assert multi_train[5] < multi_train[1]  # it trained
     assert records[-1]["tokens"] == 5 * 2 * 2 * 32  # step * per-device batch * processes * block size
-    assert pretrain.find_latest_checkpoint(out) == out / "checkpoint-5"
+    assert find_latest_checkpoint(out) == out / "checkpoint-5"
     assert (out / "final" / "model.safetensors").is_file()
