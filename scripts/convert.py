@@ -6,8 +6,9 @@ The output loads with `AutoModelForCausalLM.from_pretrained(OUT)` once `gptforge
 fine-tuned (`gptforge finetune --model OUT`) or evaluated like any gptforge folder.
 
 Usage:
-    gptforge convert --source path/to/gpt2 --out runs/gpt2-gptforge
-    gptforge convert --source path/to/llama --out runs/llama-gptforge --no-verify
+    gptforge convert path/to/gpt2 runs/gpt2-gptforge
+    gptforge convert path/to/llama runs/llama-gptforge --no-verify
+    gptforge convert --source path/to/gpt2 --out runs/gpt2-gptforge        # the same, as flags
 """
 
 import os
@@ -15,11 +16,7 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from ..modeling.conversion import from_transformers
-from ..training.folders import SUPPORTED_MODEL_TYPES, TOKENIZER_COPY_FILES, copy_present, source_model_type
+from ..training.errors import UsageError
 from ..training.options import option, typed_main
 
 HELP = "convert a native GPT-2 or Llama folder (Transformers format) into a gptforge folder"
@@ -29,8 +26,15 @@ HELP = "convert a native GPT-2 or Llama folder (Transformers format) into a gptf
 class ConvertOptions:
     """Every flag of `gptforge convert`, and the keywords of `main`."""
 
-    source: str | os.PathLike = option(help="native GPT-2 or Llama folder (config.json + safetensors)")
-    output_dir: str | os.PathLike = option(help="gptforge folder to write", flags=["--out", "--output-dir"])
+    source: str | os.PathLike = option(
+        help="native GPT-2 or Llama folder (config.json + safetensors)",
+        positional=True,
+        flags=["--source"],
+        metavar="SOURCE",
+    )
+    output_dir: str | os.PathLike = option(
+        help="gptforge folder to write", positional=True, flags=["--out", "--output-dir"], metavar="OUT"
+    )
     _: KW_ONLY
     verify: bool = option(True, "skip the logits comparison with the source", flags=["--no-verify"])
     seed: int = option(0, "seeds the verification batch")
@@ -43,9 +47,15 @@ def main(options: ConvertOptions) -> dict[str, Any]:
     Verification runs the two models on the same random tokens: conversion is exact, so anything above float
     rounding (1e-4 in fp32) is a bug and raises.
     """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..modeling.conversion import from_transformers
+    from ..training.folders import SUPPORTED_MODEL_TYPES, TOKENIZER_COPY_FILES, copy_present, source_model_type
+
     model_type = source_model_type(options.source)
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(
+        raise UsageError(
             f"{str(options.source)!r} holds a {model_type!r} model; convert reads {', '.join(SUPPORTED_MODEL_TYPES)} "
             "(a gptforge folder needs no conversion)"
         )

@@ -16,14 +16,7 @@ import os
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from transformers import AutoModelForCausalLM
-
-from ..training import encoding, sources
-from ..training.config import check_block_size
 from ..training.errors import UsageError
-from ..training.folders import load_tokenizer
 from ..training.options import DataOptions, option, typed_main
 
 HELP = "perplexity of a model folder on a data source (sliding window over long texts)"
@@ -68,14 +61,23 @@ def main(options: EvaluateOptions) -> dict[str, Any]:
     The default split is the held-out one (the same split `pretrain` validated on, for the same data and seed).
     """
     if not os.path.isdir(options.model):
-        raise FileNotFoundError(f"no model folder at {str(options.model)!r}")
+        raise UsageError(f"no model folder at {str(options.model)!r}: pass a folder written by save_pretrained")
+
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from ..training import encoding, sources
+    from ..training.config import check_block_size
+    from ..training.folders import load_tokenizer
+
     tokenizer = load_tokenizer(options.model)
     net = AutoModelForCausalLM.from_pretrained(options.model).eval()
     block_size = options.block_size or min(net.config.max_position_embeddings, 1024)
     check_block_size(block_size, net.config)
     stride = options.stride or max(1, block_size // 2)
     if not 0 < stride <= block_size:
-        raise ValueError(f"stride must be in (0, block_size={block_size}], got {stride}")
+        raise UsageError(f"--stride must be in (0, block_size={block_size}], got {stride}")
 
     loaded = sources.load_data(options.data, text_column=options.text_column, **options.source_kwargs(options.seed))
     raw, source = loaded.dataset, loaded.source

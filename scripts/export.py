@@ -1,4 +1,4 @@
-"""Export a gptforge folder as a native Transformers folder (`GPT2LMHeadModel` or `LlamaForCausalLM`).
+"""Export a gptforge folder as a native Transformers folder (`GPT2LMHeadModel` or `LlamaForCausalLM`), or a GGUF file.
 
 Tools that know only the native architectures (vLLM, llama.cpp's GGUF converter, TGI, ONNX exporters) read the
 result without gptforge and without remote code. Only a causal LM whose config maps exactly is exported; anything
@@ -7,6 +7,7 @@ else is an error naming each field that does not map. `gptforge convert` brings 
 Usage:
 
     gptforge export runs/tiny/final runs/tiny/native --to transformers
+    gptforge export --source runs/tiny/final --out runs/tiny/native          # the same, as flags
     gptforge export runs/tiny/final runs/tiny/model.gguf --to gguf --gguf-type q8_0   # llama.cpp (gptforge.export_gguf)
 
 The tokenizer goes along: `tokenizer.json` byte for byte, and a `tokenizer_config.json` that declares the generic
@@ -14,21 +15,18 @@ The tokenizer goes along: `tokenizer.json` byte for byte, and a `tokenizer_confi
 folder `gptforge convert` makes of an export, gives byte-identical files.
 """
 
-import argparse
 import json
-import sys
+import os
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-from transformers import PreTrainedModel
-
-from gptforge.configuration import GPTForgeConfig
-from gptforge.export_gguf import GGUF_TYPES, export_gguf
-from gptforge.modeling import GPTForgeForCausalLM
-from gptforge.modeling.conversion import gptforge_config_to_native, to_transformers
-from gptforge.training.folders import TOKENIZER_COPY_FILES, copy_present
+from ..training.errors import UsageError
+from ..training.options import option, typed_main
 
 HELP = "export a gptforge folder as a native GPT2LMHeadModel / LlamaForCausalLM folder, or a GGUF file"
 TARGETS = ("transformers", "gguf")
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")  # gptforge.export_gguf.GGUF_TYPES, spelled here so --help imports no torch
 NATIVE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"  # concrete in 4.x too (5.x's `TokenizersBackend` is 5.x-only)
 NATIVE_MODEL_INPUTS = ("input_ids", "attention_mask")
 # load-time bookkeeping that Transformers 5.24 writes back into a re-saved tokenizer_config.json; not tokenizer settings
@@ -37,6 +35,8 @@ LOAD_TIME_KEYS = ("is_local", "local_files_only", "name_or_path", "_commit_hash"
 
 def export_tokenizer(folder: Path, out: Path) -> list[Path]:
     """Copy the tokenizer of `folder` into `out` as a plain `PreTrainedTokenizerFast` (no remote code)."""
+    from ..training.folders import TOKENIZER_COPY_FILES, copy_present
+
     written = copy_present(folder, out, TOKENIZER_COPY_FILES)
     config_file = folder / "tokenizer_config.json"
     if config_file.is_file():
@@ -53,50 +53,69 @@ def export_tokenizer(folder: Path, out: Path) -> list[Path]:
     return written
 
 
-def main(
-    folder: str | Path, out: str | Path, to: str = "transformers", gguf_type: str = "f16"
-) -> PreTrainedModel | Path:
-    """Write the native equivalent of the gptforge model in `folder` to `out`; returns the native model.
+@dataclass
+class ExportOptions:
+    """Every flag of `gptforge export`, and the keywords of `main`."""
+
+    source: str | os.PathLike = option(
+        help="gptforge model folder (config.json + model.safetensors)",
+        positional=True,
+        flags=["--source"],
+        metavar="SOURCE",
+    )
+    output_dir: str | os.PathLike = option(
+        help="output folder for the native model; must not exist or be empty",
+        positional=True,
+        flags=["--out", "--output-dir"],
+        metavar="OUT",
+    )
+    _: KW_ONLY
+    to: Literal["transformers", "gguf"] = option(
+        "transformers", "target format: a native Transformers folder, or a GGUF file (OUT ends in .gguf)"
+    )
+    gguf_type: Literal["f32", "f16", "bf16", "q8_0"] = option("f16", "GGUF weight type (with --to gguf)")
+
+
+@typed_main(ExportOptions)
+def main(options: ExportOptions) -> Any:
+    """Write the native equivalent of the gptforge model in `source` to `output_dir`; returns the native model.
 
     Raises `ValueError` for an unknown target, a non-causal-LM folder, a config without an exact native counterpart
-    (naming each field that does not map), or a non-empty `out`.
+    (naming each field that does not map), or a non-empty output folder.
     """
+    from ..configuration import GPTForgeConfig
+    from ..modeling import GPTForgeForCausalLM
+    from ..modeling.conversion import gptforge_config_to_native, to_transformers
+
+    folder, out, to = options.source, options.output_dir, options.to
     if to not in TARGETS:
-        raise ValueError(f"unknown export target {to!r}; expected one of {TARGETS}")
+        raise UsageError(f"unknown export target {to!r}; expected one of {TARGETS}")
     if to == "gguf":  # OUT is a .gguf file; see gptforge.export_gguf
-        return export_gguf(folder, out, gguf_type)
+        from ..export_gguf import export_gguf
+
+        try:  # a config llama.cpp cannot read is refused, each field named, before anything is written
+            written = export_gguf(folder, out, options.gguf_type)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        print(f"wrote {out}")
+        return written
     folder, out = Path(folder), Path(out)
     config = GPTForgeConfig.from_pretrained(folder)
     architecture = (config.architectures or [GPTForgeForCausalLM.__name__])[0]
     if architecture != GPTForgeForCausalLM.__name__:
-        raise ValueError(
+        raise UsageError(
             f"{folder} holds a {architecture}; only {GPTForgeForCausalLM.__name__} has a native GPT-2 / Llama "
             "counterpart"
         )
-    gptforge_config_to_native(config)  # fails here, naming every field that does not map, before loading weights
+    try:  # fails here, naming every field that does not map, before loading weights
+        gptforge_config_to_native(config)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"output folder {out} exists and is not empty")
+        raise UsageError(f"output folder {out} exists and is not empty; pass an empty or new --out")
     model = GPTForgeForCausalLM.from_pretrained(folder, dtype="auto")
     native = to_transformers(model)
     native.save_pretrained(out)
     export_tokenizer(folder, out)
+    print(f"wrote {type(native).__name__} to {out}")
     return native
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", help="gptforge model folder (config.json + model.safetensors)")
-    parser.add_argument("out", help="output folder for the native model; must not exist or be empty")
-    parser.add_argument(
-        "--to", choices=TARGETS, default="transformers", help="target: a native Transformers folder, or a GGUF file"
-    )
-    parser.add_argument("--gguf-type", choices=GGUF_TYPES, default="f16", help="GGUF weight type (--to gguf)")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        native = main(args.folder, args.out, to=args.to, gguf_type=args.gguf_type)
-    except ValueError as error:
-        print(f"gptforge export: error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}" if args.to == "gguf" else f"wrote {type(native).__name__} to {args.out}")
-    return 0

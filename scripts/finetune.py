@@ -30,30 +30,9 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    DataCollatorWithPadding,
-    EvalPrediction,
-    set_seed,
-)
-
-from ..training import corpus, encoding, sources
-from ..training.arguments import training_arguments
-from ..training.checkpointing import CompleteCheckpointCallback, GPTForgeTrainer
-from ..training.config import check_block_size
-from ..training.folders import SUPPORTED_MODEL_TYPES, load_tokenizer, source_model_type
-from ..training.lora import DEFAULT_LORA_TARGETS, apply_lora
-from ..training.metrics import (
-    EpochReport,
-    MetricsCallback,
-    classification_scores,
-    confusion_matrix,
-    perplexity,
-    plot_confusion,
-    plot_losses,
-)
+from ..training.defaults import LABEL_COLUMN
+from ..training.errors import UsageError
+from ..training.lora import DEFAULT_LORA_TARGETS
 from ..training.options import (
     DataOptions,
     TokenizeOptions,
@@ -61,7 +40,6 @@ from ..training.options import (
     option,
     typed_main,
 )
-from .convert import main as convert
 
 HELP = "fine-tune a model folder: sequence classification or causal LM, full or --lora"
 
@@ -76,7 +54,7 @@ class FinetuneOptions(TrainerOptions, TokenizeOptions, DataOptions):
     output_dir: str | os.PathLike = option(help="run folder", flags=["--out", "--output-dir"])
     _: KW_ONLY
     task: Literal["classify", "causal-lm"] = option("classify", "sequence classification or causal LM")
-    label_column: str = option(corpus.LABEL_COLUMN, "column holding the class label")
+    label_column: str = option(LABEL_COLUMN, "column holding the class label")
     num_classes: int = option(10, "default task only: how many stdlib packages to classify")
     max_length: int = option(128, "classification: tokens per text (truncated)")
     block_size: int | None = option(None, "causal LM: tokens per packed block (default 256)")
@@ -97,6 +75,9 @@ class FinetuneOptions(TrainerOptions, TokenizeOptions, DataOptions):
 
 def resolve_model_folder(model: str | os.PathLike, output_dir: Path) -> Path:
     """A gptforge folder for `model`: itself, or its conversion (OUT/base) when it is a native GPT-2/Llama folder."""
+    from ..training.folders import SUPPORTED_MODEL_TYPES, source_model_type
+    from .convert import main as convert
+
     model_type = source_model_type(model)
     if model_type == "gptforge":
         return Path(model)
@@ -105,7 +86,7 @@ def resolve_model_folder(model: str | os.PathLike, output_dir: Path) -> Path:
         print(f"{str(model)!r} is a native {model_type} folder: converting it into {base}")
         convert(model, base)
         return base
-    raise ValueError(
+    raise UsageError(
         f"{str(model)!r} holds a {model_type!r} model; finetune reads gptforge folders, or native "
         f"{'/'.join(SUPPORTED_MODEL_TYPES)} folders (converted on the fly)"
     )
@@ -119,6 +100,31 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
     All input problems (missing model/data/column, a single class, an empty split, a sequence length beyond the
     model's positions) raise before training starts.
     """
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        EvalPrediction,
+        set_seed,
+    )
+
+    from ..training import corpus, encoding, sources
+    from ..training.arguments import training_arguments
+    from ..training.checkpointing import CompleteCheckpointCallback, GPTForgeTrainer
+    from ..training.config import check_block_size
+    from ..training.folders import load_tokenizer
+    from ..training.lora import apply_lora
+    from ..training.metrics import (
+        EpochReport,
+        MetricsCallback,
+        classification_scores,
+        confusion_matrix,
+        perplexity,
+        plot_confusion,
+        plot_losses,
+    )
+
     if options.task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {options.task!r}")
     out = Path(options.output_dir)

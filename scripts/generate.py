@@ -16,98 +16,34 @@ Usage:
 """
 
 import os
-import shutil
 import sys
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, TextIO
 
-import torch
-from transformers import AutoModelForCausalLM, set_seed
-from transformers.generation.streamers import BaseStreamer
-
-from ..training.folders import load_tokenizer
+from ..training.errors import UsageError
 from ..training.options import option, typed_main
 
 HELP = "generate continuations of prompts (args or stdin), streamed; greedy, sampling or beams"
 
 
-class TerminalStreamer(BaseStreamer):
-    """Streams a batch of generations to a text stream.
-
-    `generate` hands over the prompt ids first, then one (batch,) tensor of new tokens per step; rows that have
-    finished keep receiving padding, which is ignored after their EOS. One row: the new text is written as soon as it
-    decodes to whole characters. Several rows on a terminal (`live`): one preview line per row is redrawn each step.
-    Several rows elsewhere: nothing until `completions()` (a log file should not fill with redraw codes).
-    """
-
-    def __init__(self, tokenizer: Any, stop_ids: set[int], stream: TextIO = sys.stdout, live: bool | None = None):
-        self.tokenizer = tokenizer
-        self.stop_ids = stop_ids
-        self.stream = stream
-        self.live = stream.isatty() if live is None else live
-        self.rows: list[list[int]] | None = None
-        self.done: list[bool] = []
-        self.printed = 0  # characters of row 0 already written (single-row mode)
-        self.drawn = 0  # preview lines currently on screen (live mode)
-
-    def put(self, value: torch.Tensor) -> None:
-        if self.rows is None:  # the prompt batch
-            batch = value.shape[0] if value.dim() > 1 else 1
-            self.rows, self.done = [[] for _ in range(batch)], [False] * batch
-            return
-        for i, token in enumerate(value.view(-1).tolist()):
-            if self.done[i]:
-                continue
-            if token in self.stop_ids:
-                self.done[i] = True
-            else:
-                self.rows[i].append(token)
-        self._render()
-
-    def end(self) -> None:
-        if self.rows is not None and len(self.rows) == 1:
-            text = self._text(0)
-            self.stream.write(text[self.printed :] + "\n")
-            self.stream.flush()
-        elif self.live and self.drawn:
-            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")  # erase the previews; the caller prints full texts
-            self.stream.flush()
-            self.drawn = 0
-
-    def completions(self) -> list[str]:
-        return [self._text(i) for i in range(len(self.rows or []))]
-
-    def _text(self, row: int) -> str:
-        return self.tokenizer.decode(self.rows[row], skip_special_tokens=True)
-
-    def _render(self) -> None:
-        if len(self.rows) == 1:
-            text = self._text(0)
-            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                return
-            self.stream.write(text[self.printed :])
-            self.stream.flush()
-            self.printed = len(text)
-        elif self.live:
-            width = shutil.get_terminal_size((100, 20)).columns - 8
-            if self.drawn:
-                self.stream.write(f"\x1b[{self.drawn}F")
-            for i in range(len(self.rows)):
-                preview = self._text(i).replace("\n", "⏎")[-width:]
-                self.stream.write(f"\x1b[2K[{i}] {preview}\n")
-            self.drawn = len(self.rows)
-            self.stream.flush()
-
-
 def read_prompts(prompts: list[str] | None, stdin: TextIO | None = None) -> list[str]:
-    """The given prompts, or stdin's non-empty lines with `\\n` and `\\t` unescaped."""
+    """The given prompts, or stdin's non-empty lines with `\\n` and `\\t` unescaped.
+
+    An empty prompt is a `UsageError`: there is no text to continue (and without BOS not even one token to start from).
+    """
     if prompts:
+        for index, prompt in enumerate(prompts):
+            if not prompt.strip():
+                raise UsageError(
+                    f"prompt {index} is empty ({prompt!r}); generation continues a text: pass one, "
+                    "e.g. gptforge generate --model MODEL 'def main('"
+                )
         return list(prompts)
     stdin = stdin or sys.stdin
     lines = [line.rstrip("\n") for line in stdin if line.strip()]
     prompts = [line.replace("\\n", "\n").replace("\\t", "\t") for line in lines]
     if not prompts:
-        raise ValueError("no prompts: pass them as arguments or one per line on stdin")
+        raise UsageError("no prompts: pass them as arguments or one per line on stdin")
     return prompts
 
 
@@ -144,7 +80,14 @@ def main(options: GenerateOptions) -> list[dict[str, str]]:
     out = options.out or sys.stdout
     prompts = read_prompts(options.prompts)
     if not os.path.isdir(options.model):
-        raise FileNotFoundError(f"no model folder at {str(options.model)!r}")
+        raise UsageError(f"no model folder at {str(options.model)!r}: pass a folder written by save_pretrained")
+
+    import torch
+    from transformers import AutoModelForCausalLM, set_seed
+
+    from ..training.folders import load_tokenizer
+    from .streaming import TerminalStreamer
+
     tokenizer = load_tokenizer(options.model)
     tokenizer.padding_side = "left"  # decoder-only: generation continues from the last position of every row
     net = AutoModelForCausalLM.from_pretrained(options.model).eval()

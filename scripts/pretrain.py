@@ -24,45 +24,19 @@ Ctrl-C or a crash stops training; the last complete checkpoint stays usable by `
 loss stops the run before the optimizer applies it.
 """
 
-import argparse
 import json
 import os
 import shutil
-import sys
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForCausalLM, set_seed
-
-from ..configuration import GPTForgeConfig
-from ..tokenization import train_tokenizer
-from ..training import distributed, encoding, prepared, sources
-from ..training.arguments import training_arguments
-from ..training.checkpointing import (
-    CompleteCheckpointCallback,
-    GPTForgeTrainer,
-    NonFiniteLossError,
-    find_latest_checkpoint,
-    list_checkpoints,
-    remove_unfinished,
-)
-from ..training.config import apply_tokenizer, build_config, check_block_size, parse_overrides
 from ..training.errors import UsageError
-from ..training.folders import load_tokenizer
-from ..training.metrics import MetricsCallback, plot_losses, read_metrics
-from ..training.options import (
-    DataOptions,
-    TokenizeOptions,
-    TrainerOptions,
-    flag_of,
-    from_namespace,
-    option,
-    typed_main,
-)
-from ..training.summary import keep_args_as_json
+from ..training.options import DataOptions, TokenizeOptions, TrainerOptions, flag_of, option, typed_main
 
 HELP = "pretrain a causal LM (preset/config/--set) with Trainer: warmup+cosine AdamW, checkpoints, --resume"
+# `GPTForgeConfig.list_presets()`, spelled out so the flags need no torch (a test keeps the two equal)
+PRESET_NAMES = ["encoder", "gpt2-124m", "gpt2-355m", "llama-135m", "llama-34m", "llama-360m", "seed-encoder", "tiny"]
 
 
 @dataclass
@@ -82,7 +56,7 @@ class PretrainOptions(TrainerOptions, TokenizeOptions, DataOptions):
     max_eval_blocks: int | None = option(256, "validation blocks per evaluation (seeded subset)")
     tokenizer: str | None = option(None, "tokenizer folder; default: train one into OUT/tokenizer")
     tokenizer_vocab_size: int | None = option(None, "vocab size when training one (default: the config's)")
-    preset: str | None = option(None, "named size (default: tiny)", choices=GPTForgeConfig.list_presets())
+    preset: str | None = option(None, "named size (default: tiny)", choices=PRESET_NAMES)
     config: str | None = option(None, "config JSON file, or a folder holding config.json")
     overrides: list[str] | None = option(
         None,
@@ -116,6 +90,8 @@ def ignored_on_resume(options: PretrainOptions) -> list[str]:
 
 def train_own_tokenizer(texts: Any, options: PretrainOptions, own_tokenizer: Path, model_config: Any, source: str):
     """Train the run's tokenizer on `texts` and save it in OUT/tokenizer."""
+    from ..tokenization import train_tokenizer
+
     vocab = options.tokenizer_vocab_size or model_config.vocab_size
     print(f"training a {vocab}-token tokenizer on the training split of {source}")
     tok = train_tokenizer(texts, vocab, text_column=options.text_column)
@@ -127,6 +103,8 @@ def train_own_tokenizer(texts: Any, options: PretrainOptions, own_tokenizer: Pat
 def prepared_blocks(options: PretrainOptions, tok: Any, own_tokenizer: Path, model_config: Any):
     """(train blocks, validation blocks, what was held out, tokenizer): read back from the blocks an earlier run
     prepared from the same data, tokenizer and block size, or loaded, tokenised and packed now (and kept)."""
+    from ..training import encoding, prepared, sources
+
     stamp = sources.source_stamp(options.data, text_column=options.text_column, **options.source_kwargs(options.seed))
     found = prepared.find_prepared(options.cache_dir, stamp, tok, options.block_size) if tok is not None else None
     if found is None:
@@ -159,6 +137,10 @@ def streamed_blocks(options: PretrainOptions, tok: Any, own_tokenizer: Path, mod
     Without a validation split, the first `--max-eval-blocks` blocks of the packed stream are held out (the head,
     not the tail: a stream's end is not known in advance).
     """
+    import datasets
+
+    from ..training import encoding, sources
+
     source = sources.describe_source(options.data)
     if options.data is None:
         raise UsageError("--streaming reads a --data source; the default corpus is small enough to prepare")
@@ -202,10 +184,58 @@ def streamed_blocks(options: PretrainOptions, tok: Any, own_tokenizer: Path, mod
         raise UsageError(
             f"{source} holds less than one block of block_size={options.block_size} tokens to validate on"
         )
-    import datasets  # streaming only
-
     eval_blocks = datasets.Dataset.from_list(eval_rows, features=encoding.BLOCK_FEATURES).with_format("torch")
     return train, eval_blocks, held_out, tok
+
+
+# config fields a tokenizer decides (`apply_tokenizer`), not the preset or the config file
+TOKENIZER_FIELDS = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def conflicts_on_resume(
+    options: PretrainOptions, overrides: dict[str, Any], saved: Any, checkpoint: Path
+) -> list[str]:
+    """Each model flag whose value differs from the checkpoint's, with the fields that differ."""
+
+    def differ(values: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+        """`field (saved in the checkpoint, asked)` for each scalar field whose value differs."""
+        found = []
+        for key, value in values.items():
+            held = getattr(saved, key, None)
+            scalar = (str, int, float, bool, type(None))
+            if key not in skip and isinstance(value, scalar) and isinstance(held, scalar) and held != value:
+                found.append(f"{key}: {held!r} in the checkpoint, {value!r} asked")
+        return found
+
+    from ..configuration import PRESETS
+
+    conflicts = []
+    if options.preset is not None and (fields := differ(PRESETS[options.preset], TOKENIZER_FIELDS)):
+        conflicts.append(f"--preset {options.preset} ({', '.join(fields)})")
+    if options.config is not None:
+        path = Path(options.config)
+        values = json.loads((path / "config.json" if path.is_dir() else path).read_text(encoding="utf-8"))
+        if fields := differ(values, (*TOKENIZER_FIELDS, "transformers_version", "dtype", "torch_dtype")):
+            conflicts.append(f"--config {options.config} ({', '.join(fields)})")
+    conflicts += [f"--set {field}" for field in differ(overrides)]
+    if options.tokenizer is not None:
+        given, kept = Path(options.tokenizer) / "tokenizer.json", checkpoint / "tokenizer.json"
+        if given.is_file() and kept.is_file() and vocabulary(given) != vocabulary(kept):
+            conflicts.append(f"--tokenizer {options.tokenizer} (another vocabulary than the checkpoint's tokenizer)")
+    return conflicts
+
+
+def vocabulary(tokenizer_json: Path) -> tuple[Any, Any]:
+    """What makes two tokenizers the same for a model: the vocabulary with its merges, and the added tokens. A
+    re-saved tokenizer.json differs in bytes (padding, empty prefixes written as "" instead of null) without
+    changing a single id."""
+    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    model = data.get("model", {})
+    added = sorted((t["id"], t["content"]) for t in data.get("added_tokens", []))
+    return (
+        model.get("vocab"),
+        [list(m) if isinstance(m, list) else m.split(" ") for m in model.get("merges", [])],
+    ), added
 
 
 @typed_main(PretrainOptions)
@@ -215,6 +245,23 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     Everything that can be wrong with the inputs (missing data, column, block size, a folder with checkpoints but
     no `--resume`) fails here before the first step, so a long run never dies on a typo after tokenising.
     """
+    from transformers import AutoModelForCausalLM, set_seed
+
+    from ..configuration import GPTForgeConfig
+    from ..training import distributed, encoding, sources
+    from ..training.arguments import training_arguments
+    from ..training.checkpointing import (
+        CompleteCheckpointCallback,
+        GPTForgeTrainer,
+        find_latest_checkpoint,
+        list_checkpoints,
+        remove_unfinished,
+    )
+    from ..training.config import apply_tokenizer, build_config, check_block_size, parse_overrides
+    from ..training.folders import load_tokenizer, require_tokenizer_folder
+    from ..training.metrics import MetricsCallback, plot_losses, read_metrics
+    from ..training.summary import keep_args_as_json
+
     distributed.check_launch()  # before anything: `accelerate launch --cpu` would train one process, not N
     out = Path(options.output_dir)
     metrics_path, png_path, final_dir = out / "metrics.jsonl", out / "loss.png", out / "final"
@@ -225,11 +272,12 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     if options.streaming and options.max_steps is None:
         raise UsageError("--streaming needs --max-steps: a stream has no length to count epochs by")
     existing = list_checkpoints(out)
-    if existing and not options.resume:
+    run_files = [p.name for p in (*(folder for _, folder in existing), final_dir, metrics_path) if p.exists()]
+    if run_files and not options.resume:
         if not options.overwrite:
-            raise FileExistsError(
-                f"{str(out)!r} already holds checkpoints ({existing[-1][1].name}); pass --resume to continue "
-                "from the latest, or --overwrite to start over"
+            raise UsageError(
+                f"{str(out)!r} already holds a run ({', '.join(run_files)}); pass --resume to continue from its "
+                "latest checkpoint, --overwrite to start over, or another --out"
             )
         # ignore_errors / missing_ok: under torchrun every process runs this at once
         for _, folder in existing:
@@ -240,20 +288,31 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     # any number of processes may have written it: the checkpoint's own RNG files are what must be complete
     resume_from = find_latest_checkpoint(out) if options.resume else None
     if options.resume and resume_from is None:
-        print(f"--resume: no complete checkpoint in {str(out)!r}; starting from scratch")
+        found = f"only unfinished saves ({', '.join(f.name for _, f in existing)})" if existing else "none"
+        raise UsageError(
+            f"--resume: no complete checkpoint in {str(out)!r} (found: {found}); drop --resume to start a new run"
+        )
+    if options.tokenizer is not None:
+        require_tokenizer_folder(options.tokenizer)
     resize_note = distributed.check_resume_world_size(resume_from, world_size) if resume_from else None
     if options.preset is not None and options.config is not None:
-        raise ValueError("pass either a preset or a config JSON, not both")
+        raise UsageError(f"pass either --preset ({options.preset}) or --config ({options.config}), not both")
     override_values = parse_overrides(options.overrides)
     model_config = build_config(options.preset, options.config, override_values)
     if resume_from is not None:
-        # The run continues as it was saved: the checkpoint's architecture, whatever the flags say now.
+        # The run continues as it was saved: flags that would change the model are an error, repeats a warning.
+        saved_config = GPTForgeConfig.from_pretrained(resume_from)
+        if conflicts := conflicts_on_resume(options, override_values, saved_config, resume_from):
+            raise UsageError(
+                f"--resume continues {resume_from.name}, which these flags contradict: {'; '.join(conflicts)}; "
+                "drop them to resume, or pass --overwrite without --resume to start over"
+            )
         if ignored := ignored_on_resume(options):
             print(
                 f"warning: --resume continues {resume_from.name} with its own config and tokenizer; "
                 f"ignoring {', '.join(ignored)}"
             )
-        model_config = GPTForgeConfig.from_pretrained(resume_from)
+        model_config = saved_config
         override_values["vocab_size"] = model_config.vocab_size  # keep its (possibly padded) vocabulary
     check_block_size(options.block_size, model_config)
 
@@ -386,14 +445,3 @@ def main(options: PretrainOptions) -> dict[str, Any]:
             else f"done: step {summary['global_step']}; model in {final_dir}"
         )
     return summary
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        main.__wrapped__(from_namespace(PretrainOptions, args))
-    except KeyboardInterrupt:
-        return 130
-    except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0

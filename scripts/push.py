@@ -14,17 +14,14 @@ refused: loading a pickle can run arbitrary code. The folders `pretrain`, `finet
 hold none and upload as they are.
 """
 
-import argparse
 import glob
 import json
-import sys
-from dataclasses import dataclass
+import os
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
-from huggingface_hub import HfApi
-
-from gptforge.model_card import model_card
-from gptforge.training.errors import UsageError
+from ..training.errors import UsageError
+from ..training.options import option, typed_main
 
 HELP = "upload a saved gptforge folder to the Hugging Face Hub (writes a model card when missing)"
 README = "README.md"
@@ -110,19 +107,36 @@ def format_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def main(
-    folder: str | Path,
-    repo_id: str,
-    private: bool = False,
-    revision: str | None = None,
-    dry_run: bool = False,
-    commit_message: str | None = None,
-    license: str | None = None,
-    datasets: list[str] | None = None,
-    base_model: str | None = None,
-) -> list[UploadFile]:
+@dataclass
+class PushOptions:
+    """Every flag of `gptforge push`, and the keywords of `main`."""
+
+    folder: str | os.PathLike = option(
+        help="folder written by save_pretrained (model, tokenizer, code)", positional=True
+    )
+    repo_id: str = option(help="Hub repo, e.g. 'me/tiny-stories'; created if missing")
+    _: KW_ONLY
+    private: bool = option(False, "create the repo private")
+    revision: str | None = option(None, "branch to upload to (created if missing); default main")
+    dry_run: bool = option(False, "print the files and sizes; upload and write nothing")
+    commit_message: str | None = option(None, "commit message (default: 'Upload gptforge model')")
+    # --- model card (used only when the folder has no README.md) ---
+    license: str | None = option(None, "license id for the card (default: apache-2.0)")
+    datasets: list[str] | None = option(None, "training dataset id (repeatable)", flags=["--dataset"])
+    base_model: str | None = option(None, "the model this one was fine-tuned from")
+
+
+@typed_main(PushOptions)
+def main(options: PushOptions) -> list[UploadFile]:
     """Upload `folder` to the model repo `repo_id` (created if missing), or with `dry_run` only print what would be
     uploaded. Returns the uploaded (or would-be uploaded) files."""
+    from huggingface_hub import HfApi
+
+    from ..model_card import model_card
+
+    folder, repo_id, private, revision = options.folder, options.repo_id, options.private, options.revision
+    dry_run, commit_message = options.dry_run, options.commit_message
+    license, datasets, base_model = options.license, options.datasets, options.base_model
     folder = Path(folder)
     files = folder_files(folder)
     card = None
@@ -161,35 +175,3 @@ def main(
     )
     print(f"uploaded: {getattr(commit, 'commit_url', commit)}")
     return files
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", help="folder written by save_pretrained (model, tokenizer, code)")
-    parser.add_argument("--repo-id", required=True, help="Hub repo, e.g. 'me/tiny-stories'; created if missing")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--revision", default=None, help="branch to upload to (created if missing); default main")
-    parser.add_argument("--dry-run", action="store_true", help="print the files and sizes; upload and write nothing")
-    parser.add_argument("--commit-message", default=None, help="commit message (default: 'Upload gptforge model')")
-    # --- model card (used only when the folder has no README.md) ---
-    parser.add_argument("--license", default=None, help="license id for the card (default: apache-2.0)")
-    parser.add_argument("--dataset", dest="datasets", action="append", default=None, help="training dataset id")
-    parser.add_argument("--base-model", default=None, help="the model this one was fine-tuned from")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        main(
-            args.folder,
-            args.repo_id,
-            private=args.private,
-            revision=args.revision,
-            dry_run=args.dry_run,
-            commit_message=args.commit_message,
-            license=args.license,
-            datasets=args.datasets,
-            base_model=args.base_model,
-        )
-    except ValueError as error:
-        print(f"gptforge push: error: {error}", file=sys.stderr)
-        return 2
-    return 0

@@ -16,8 +16,6 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..tokenization import train_tokenizer
-from ..training import sources
 from ..training.options import DataOptions, option, typed_main
 
 HELP = "train the byte-level BPE tokenizer on a data source"
@@ -45,6 +43,9 @@ def main(options: TrainTokenizerOptions) -> dict[str, Any]:
     Bytes per token on the held-out split is the number that says whether the vocabulary fits the data: it is what
     turns a context length in tokens into one in text.
     """
+    from ..tokenization import train_tokenizer
+    from ..training import sources
+
     loaded = sources.load_data(
         options.data, text_column=options.text_column, hold_out=False, **options.source_kwargs(options.seed)
     )

@@ -29,8 +29,11 @@ from transformers import (
 )
 
 from gptforge import GPTForgeForCausalLM, compile_blocks
-from gptforge.scripts import cli, evaluate, finetune, generate, pretrain
+from gptforge.scripts import cli, convert, evaluate, finetune, generate, pretrain
 from gptforge.scripts.cli import SUBCOMMANDS
+from gptforge.scripts.streaming import TerminalStreamer
+from gptforge.training import metrics
+from gptforge.training.checkpointing import find_latest_checkpoint
 from gptforge.training.errors import UsageError
 
 MY_SUBCOMMANDS = ["train-tokenizer", "pretrain", "finetune", "generate", "evaluate", "convert", "demo"]
@@ -155,18 +158,19 @@ def test_pretrain_writes_final_folder_metrics_and_plot(lm_run, tokenizer_dir):
 
 
 def test_resume_names_every_flag_it_ignores(workdir, corpus, tokenizer_dir, lm_run, capsys):
-    """The checkpoint's config and tokenizer win on --resume; each flag that would change them is named."""
+    """Model flags that repeat the checkpoint's values are ignored with a warning naming each (contradicting ones are
+    an error: tests/test_cli_errors.py)."""
     out = workdir / "resume-flags"
     shutil.copytree(lm_run, out)
-    argv = pretrain_argv(out, corpus, tokenizer_dir, "--resume", "--preset", "gpt2-124m", "--overwrite")
+    argv = pretrain_argv(out, corpus, tokenizer_dir, "--resume", "--overwrite", "--set", "num_hidden_layers=2")
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert (
         "warning: --resume continues checkpoint-4 with its own config and tokenizer; "
-        "ignoring --overwrite, --preset, --set, --tokenizer\n"
+        "ignoring --overwrite, --set, --tokenizer\n"
     ) in printed
     resumed = GPTForgeForCausalLM.from_pretrained(out / "final")
-    assert resumed.config.hidden_size == 32 and resumed.config.num_hidden_layers == 2  # not gpt2-124m's
+    assert resumed.config.hidden_size == 32 and resumed.config.num_hidden_layers == 2
 
 
 def test_resume_without_flags_to_ignore_prints_no_warning(workdir, corpus, tokenizer_dir, lm_run, capsys):
@@ -184,16 +188,16 @@ def test_resume_continues_from_saved_step_with_optimizer_and_scheduler_state(
 ):
     out = workdir / "resumed"
     argv = pretrain_argv(out, corpus, tokenizer_dir)
-    metrics_callback = pretrain.MetricsCallback
+    metrics_callback = metrics.MetricsCallback
 
     class CtrlCAtStep3(metrics_callback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 3:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(pretrain, "MetricsCallback", CtrlCAtStep3)
+    monkeypatch.setattr(metrics, "MetricsCallback", CtrlCAtStep3)  # pretrain imports it when it runs
     assert cli.main(argv) == 130  # Ctrl-C: exit code 130, checkpoint-2 left complete
-    assert pretrain.find_latest_checkpoint(out) == out / "checkpoint-2"
+    assert find_latest_checkpoint(out) == out / "checkpoint-2"
     # a half-written later checkpoint (killed mid-save) must not be picked
     (out / "checkpoint-3").mkdir()
     (out / "checkpoint-3" / "model.safetensors").write_bytes(b"partial")
@@ -211,9 +215,9 @@ def test_resume_continues_from_saved_step_with_optimizer_and_scheduler_state(
                 seen["optimizer"] = copy.deepcopy(optimizer.state_dict())
                 seen["scheduler"] = copy.deepcopy(lr_scheduler.state_dict())
 
-    monkeypatch.setattr(pretrain, "MetricsCallback", Probe)
-    with pytest.raises(FileExistsError, match=r"already holds checkpoints \(checkpoint-3\); pass --resume"):
-        cli.main(argv)
+    monkeypatch.setattr(metrics, "MetricsCallback", Probe)
+    with pytest.raises(UsageError, match=r"already holds a run \(checkpoint-2, checkpoint-3.*\); pass --resume"):
+        pretrain.main.__wrapped__(cli.from_namespace(pretrain.PretrainOptions, cli.build_parser().parse_args(argv)))
     assert cli.main(argv + ["--resume"]) == 0
 
     assert seen["start_step"] == 2
@@ -272,7 +276,7 @@ def test_pretrain_compile_trains_the_same_model_with_eager_checkpoint_names(
         model.lm_head.register_forward_hook(lambda *_: traced.append(torch.compiler.is_compiling()))
         return model
 
-    monkeypatch.setattr(pretrain.AutoModelForCausalLM, "from_config", spy)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_config", spy)  # pretrain imports it when it runs
     out = workdir / "compiled"
     assert cli.main(pretrain_argv(out, corpus, tokenizer_dir, "--compile")) == 0
     assert True in traced
@@ -468,11 +472,12 @@ def test_convert_cli(workdir, tokenizer_dir, kind):
     )
 
 
-def test_convert_refuses_other_models(workdir, lm_run):
-    with pytest.raises(ValueError, match=r"holds a 'gptforge' model; convert reads gpt2, llama"):
-        cli.main(["convert", "--source", str(lm_run / "final"), "--out", str(workdir / "x")])
-    with pytest.raises(FileNotFoundError, match=r"no model at .*nowhere.*config\.json"):
-        cli.main(["convert", "--source", str(workdir / "nowhere"), "--out", str(workdir / "x")])
+def test_convert_refuses_other_models(workdir, lm_run, capsys):
+    assert cli.main(["convert", str(lm_run / "final"), str(workdir / "x")]) == 2
+    assert "holds a 'gptforge' model; convert reads gpt2, llama" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=r"no model at .*nowhere.*config\.json"):
+        convert.main(workdir / "nowhere", workdir / "x")
+    assert not (workdir / "x").exists()
 
 
 def test_finetune_causal_lm_from_native_gpt2_folder(workdir, corpus, tokenizer_dir):
@@ -526,7 +531,7 @@ def test_terminal_streamer_live_previews_for_a_batch(tokenizer_dir):
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     a, b, c = (tok.encode(word)[0] for word in ("alpha", "beta", "gamma"))
     screen = io.StringIO()
-    streamer = generate.TerminalStreamer(tok, {tok.eos_token_id}, stream=screen, live=True)
+    streamer = TerminalStreamer(tok, {tok.eos_token_id}, stream=screen, live=True)
     streamer.put(torch.tensor([[1, 2], [3, 4]]))  # the prompts: not part of the completions
     streamer.put(torch.tensor([a, b]))
     streamer.put(torch.tensor([tok.eos_token_id, c]))  # row 0 ends here...

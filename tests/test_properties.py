@@ -5,8 +5,10 @@ Tolerances, and why:
   different order (attention over a growing cache, masked rows, matmuls split differently), so differences are a few
   ulps of values of order 1-10 (fp32 eps is 1.2e-7); 1e-5 is ~100 ulps, far below any real bug (a wrong position or
   mask moves logits by ~1e-1).
-- save/load: the same tensors come back (`torch.equal`); logits to 1e-6 absolute: loaded tensors sit at unaligned
-  offsets in the safetensors buffer, where vectorised CPU kernels may split a sum differently (measured: 7e-9).
+- save/load: the weights exactly (`torch.equal`); the logits to 1e-5. Loaded weights are views into the safetensors
+  buffer at addresses that need not be 64-byte aligned, and CPU kernels pick their SIMD path by alignment, so the
+  same weights can round differently in the last bit (benchmarks/aligned_load.py measures what copying them into
+  aligned memory at load would cost).
 - eager vs sdpa: 1e-5 absolute / 1e-4 relative: sdpa's fused softmax accumulates in another order.
 - config JSON round trip: exact equality of the serialised dicts.
 """
@@ -116,7 +118,9 @@ def test_save_then_load_is_the_identity(config, data):
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     with torch.no_grad():
-        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=1e-6, rtol=0)
+        # Not bit-exact: the loaded weights are unaligned views (see the module docstring); the same values, another
+        # kernel path. A wrong weight or a lost buffer moves logits by far more than 1e-5.
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=1e-5, rtol=0)
 
 
 @PROPERTY_SETTINGS

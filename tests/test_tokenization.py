@@ -142,7 +142,9 @@ def test_decoding_half_a_character_gives_the_replacement_character(tok):
 # --- bad input ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, type_name", [(123, "int"), (3.5, "float"), (b"bytes", "bytes"), ({"a": 1}, "dict")])
+@pytest.mark.parametrize(
+    "value, type_name", [(123, "int"), (3.5, "float"), (b"bytes", "bytes"), ({"a": 1}, "dict"), (None, "NoneType")]
+)
 def test_non_string_input_is_a_type_error_naming_the_type(tok, value, type_name):
     with pytest.raises(TypeError, match=f"expected `text` to be a str or a list of str, got {type_name}"):
         tok(value)

@@ -98,13 +98,15 @@ def check_text_input(value: Any, where: str, max_depth: int = 3) -> None:
     raise TypeError(f"expected `{where}` to be {expected}, got {type(value).__name__}")
 
 
-def _check_text_arguments(names: Sequence[str], args: tuple, kwargs: dict[str, Any]) -> None:
-    for name, value in zip(names, args):
-        if value is not None:
-            check_text_input(value, name)
+def _check_text_arguments(
+    names: Sequence[str], args: tuple, kwargs: dict[str, Any], required: str | None = None
+) -> None:
+    """Check each text argument given; `required` (the one text an entry point cannot do without) is checked even
+    when it is None or missing, so `encode(None)` names `NoneType` as `encode(123)` names `int`."""
+    values = {**dict(zip(names, args)), **{name: kwargs[name] for name in names if name in kwargs}}
     for name in names:
-        if kwargs.get(name) is not None:
-            check_text_input(kwargs[name], name)
+        if values.get(name) is not None or name == required:
+            check_text_input(values.get(name), name)
 
 
 def _invalid_json_file(folder: str) -> str:
@@ -238,15 +240,17 @@ class GPTForgeTokenizer(TokenizersBackend):
     # They keep the base signatures by forwarding *args/**kwargs untouched.
 
     def __call__(self, *args: Any, **kwargs: Any) -> BatchEncoding:
-        _check_text_arguments(_CALL_TEXT_ARGS, args, kwargs)
+        # `text` may be None only when `text_target` stands in for it (the base class's own rule)
+        with_target = len(args) > 2 and args[2] is not None or kwargs.get("text_target") is not None
+        _check_text_arguments(_CALL_TEXT_ARGS, args, kwargs, required=None if with_target else "text")
         return super().__call__(*args, **kwargs)
 
     def encode(self, *args: Any, **kwargs: Any) -> list[int]:
-        _check_text_arguments(_ENCODE_TEXT_ARGS, args, kwargs)
+        _check_text_arguments(_ENCODE_TEXT_ARGS, args, kwargs, required="text")
         return super().encode(*args, **kwargs)
 
     def tokenize(self, *args: Any, **kwargs: Any) -> list[str]:
-        _check_text_arguments(("text", "pair"), args, kwargs)
+        _check_text_arguments(("text", "pair"), args, kwargs, required="text")
         return super().tokenize(*args, **kwargs)
 
     # >>> gptforge package only: removed from the flat remote-code copy (gptforge/remote_code.py)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configuration import GPTForgeConfig
+from .errors import UsageError
 
 
 def _config_keys() -> set[str]:
@@ -29,7 +30,7 @@ def parse_overrides(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
         for item in items:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
-                raise ValueError(f"--set expects field=value, got {item!r}")
+                raise UsageError(f"--set expects field=value, got {item!r}")
             raw = raw.strip()
             python_literals = {"True": True, "False": False, "None": None}
             if raw in python_literals:
@@ -42,7 +43,7 @@ def parse_overrides(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
             pairs[key.strip()] = value
     unknown = sorted(set(pairs) - _config_keys())
     if unknown:
-        raise ValueError(f"unknown config field(s) {unknown}; GPTForgeConfig fields: {sorted(_config_keys())}")
+        raise UsageError(f"unknown config field(s) {unknown}; GPTForgeConfig fields: {sorted(_config_keys())}")
     return pairs
 
 
@@ -56,7 +57,7 @@ def build_config(
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no config JSON at {str(path)!r}")
+            raise UsageError(f"no config JSON at {str(path)!r}: pass a config.json file or a folder holding one")
         values = json.loads(path.read_text())
         values.pop("model_type", None)
         return GPTForgeConfig.from_dict({**values, **overrides})
@@ -67,7 +68,7 @@ def apply_tokenizer(config: GPTForgeConfig, tokenizer: Any, explicit_vocab: int 
     """Vocabulary size and special-token ids from the tokenizer (a larger explicit vocab_size is kept: padding)."""
     size = len(tokenizer)
     if explicit_vocab is not None and explicit_vocab < size:
-        raise ValueError(f"vocab_size={explicit_vocab} is smaller than the tokenizer's {size} tokens")
+        raise UsageError(f"vocab_size={explicit_vocab} is smaller than the tokenizer's {size} tokens")
     config.vocab_size = explicit_vocab or size
     config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id
@@ -79,7 +80,7 @@ def check_block_size(block_size: int, config: Any, name: str = "block_size") -> 
     limit = config.max_position_embeddings
     if block_size > limit:
         flag = "--" + name.replace("_", "-")
-        raise ValueError(
+        raise UsageError(
             f"{name}={block_size} is larger than the model's max_position_embeddings={limit}; "
             f"use {flag} {limit} or less (or --set max_position_embeddings={block_size} for a new model)"
         )

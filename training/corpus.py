@@ -17,10 +17,7 @@ from pathlib import Path
 
 import datasets
 
-TEXT_COLUMN = "text"
-LABEL_COLUMN = "label"
-# What the default corpus and the splits carved from a training set hold out.
-DEFAULT_VALIDATION_SPLIT = 0.1
+from .defaults import DEFAULT_VALIDATION_SPLIT, LABEL_COLUMN, TEXT_COLUMN  # noqa: F401  (re-exported)
 
 # Folders of the standard library that are tests, vendored packages or caches: never part of the corpus.
 STDLIB_SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})

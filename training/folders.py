@@ -6,19 +6,23 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer
+from .errors import UsageError
 
 # native Transformers model types that `gptforge convert` reads (and `finetune` converts on the fly)
 SUPPORTED_MODEL_TYPES = ("gpt2", "llama")
 # tokenizer files copied byte for byte between gptforge and native folders (tokenizer_config.json is rewritten)
 TOKENIZER_COPY_FILES = ("tokenizer.json", "special_tokens_map.json", "chat_template.jinja")
+# a folder holding none of these has no tokenizer to load
+TOKENIZER_MARKERS = ("tokenizer.json", "vocab.json", "tokenizer.model", "tokenizer_config.json")
 
 
 def source_model_type(folder: str | os.PathLike) -> str:
     """The `model_type` in `folder/config.json`; `FileNotFoundError` naming the file when there is none."""
     config_path = Path(folder) / "config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(f"no model at {str(folder)!r}: looked for {str(config_path)!r}")
+        raise UsageError(
+            f"no model at {str(folder)!r}: looked for {str(config_path)!r} (a folder written by save_pretrained)"
+        )
     return json.loads(config_path.read_text()).get("model_type", "")
 
 
@@ -32,10 +36,24 @@ def copy_present(folder: Path, out: Path, names: tuple[str, ...]) -> list[Path]:
     return written
 
 
+def require_tokenizer_folder(path: str | os.PathLike) -> None:
+    """`UsageError` naming the folder and what it holds when `path` has no tokenizer files to load."""
+    folder = Path(path)
+    if folder.is_dir() and any((folder / name).is_file() for name in TOKENIZER_MARKERS):
+        return
+    found = sorted(p.name for p in folder.iterdir())[:8] if folder.is_dir() else None
+    raise UsageError(
+        f"no tokenizer at {str(path)!r}: expected a folder with tokenizer.json (or vocab.json + merges.txt), as "
+        "`gptforge train-tokenizer` and save_pretrained write"
+        + ("" if found is None else f"; the folder holds {found or 'nothing'}")
+    )
+
+
 def load_tokenizer(path: str | os.PathLike) -> Any:
     """The folder's tokenizer, with a pad token (its EOS) when it has none: batches are padded, padding is masked."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no tokenizer at {str(path)!r}: expected a folder with tokenizer.json")
+    from transformers import AutoTokenizer
+
+    require_tokenizer_folder(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token

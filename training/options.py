@@ -3,7 +3,8 @@
 A field's type, default and `metadata["help"]` make its flag: `--kebab-name` (or `metadata["flags"]`, the accepted
 spellings), `bool` fields a switch (`store_true`; a field that defaults to True takes `metadata["flags"]` such as
 `--no-progress` and stores False), `list[str]` fields a repeatable flag, `Literal[...]` fields a choice, and fields
-without a default required flags (or positionals, with `metadata["positional"]`). `typed_main` turns a function of
+without a default required flags (or positionals, with `metadata["positional"]`; a positional with `flags` as well
+is accepted either way, `convert SOURCE OUT` or `convert --source SOURCE --out OUT`). `typed_main` turns a function of
 the options object into the keyword function tests and other commands call: `main(out, batch_size=8)`.
 
     @dataclass
@@ -21,9 +22,12 @@ import typing
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from .corpus import DEFAULT_VALIDATION_SPLIT, TEXT_COLUMN
+from .defaults import DEFAULT_VALIDATION_SPLIT, TEXT_COLUMN
+from .errors import UsageError
 
 T = TypeVar("T")
+# where argparse keeps the flag spelling of a field that is also a positional
+_FLAG_DEST = "{}__flag"
 
 
 def _flags(field: dataclasses.Field) -> list[str]:
@@ -56,6 +60,18 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, options_type: type)
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
         if "metavar" in field.metadata:
             kwargs["metavar"] = field.metadata["metavar"]
+        if field.metadata.get("positional") and "flags" in field.metadata:
+            # `convert SOURCE OUT` or `convert --source SOURCE --out OUT`: `from_namespace` reconciles the two
+            name = field.metadata.get("metavar", field.name.upper())
+            parser.add_argument(field.name, nargs="?", default=None, metavar=name, help=kwargs["help"])
+            parser.add_argument(
+                *_flags(field),
+                dest=_FLAG_DEST.format(field.name),
+                default=None,
+                metavar=name,
+                help=f"the same as {name}",
+            )
+            continue
         if field.metadata.get("positional"):
             kwargs["nargs"] = field.metadata.get("nargs")
             if has_default:
@@ -80,9 +96,25 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, options_type: type)
 
 
 def from_namespace(options_type: type[T], namespace: argparse.Namespace) -> T:
-    """The options object from parsed flags (fields without a flag keep their defaults)."""
-    names = [f.name for f in dataclasses.fields(options_type) if hasattr(namespace, f.name)]
-    return options_type(**{name: getattr(namespace, name) for name in names})
+    """The options object from parsed flags (fields without a flag keep their defaults).
+
+    A field that is a positional and a flag at once takes the flag's value when given, else the next positional
+    given: `convert A --out B`, `convert --source A B` and `convert A B` all mean source A, output B.
+    """
+    values = {
+        f.name: getattr(namespace, f.name) for f in dataclasses.fields(options_type) if hasattr(namespace, f.name)
+    }
+    either = [f for f in dataclasses.fields(options_type) if hasattr(namespace, _FLAG_DEST.format(f.name))]
+    loose = [values[f.name] for f in either if values[f.name] is not None]
+    for f in either:
+        flagged = getattr(namespace, _FLAG_DEST.format(f.name))
+        values[f.name] = flagged if flagged is not None else (loose.pop(0) if loose else None)
+        if values[f.name] is None:
+            name = f.metadata.get("metavar", f.name.upper())
+            raise UsageError(f"missing {name}: give it as an argument or as {_flags(f)[0]} {name}")
+    if loose:
+        raise UsageError(f"unexpected extra argument {loose[0]!r}: every folder is already given")
+    return options_type(**values)
 
 
 def flag_of(options_type: type, name: str) -> str:
