@@ -16,6 +16,7 @@ error (a flag argparse rejects, `UsageError`) and 1 for a runtime error (any oth
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from typing import Any, NoReturn
@@ -39,6 +40,10 @@ SUBCOMMANDS: dict[str, str] = {
 USAGE_EXIT, RUNTIME_EXIT, INTERRUPT_EXIT = 2, 1, 130
 # exceptions reported as one line (exit 1); anything else is a bug and keeps its traceback
 RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, ImportError)
+# Packages that Transformers and PEFT import when they are installed log warnings at import time that say nothing
+# about the run (torchao's CUDA-only extensions on a CPU build, bitsandbytes' offline kernel lookup, torch's pytree
+# deprecations). Kept to errors unless --debug, so a command's own output, and its one-line error, stand alone.
+QUIET_LOGGERS = ("torchao", "bitsandbytes", "kernels", "torch.utils._pytree")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -88,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (0, 1, 2 or 130) after printing any error as one line."""
     args = build_parser().parse_args(argv)  # exits 2 itself on a flag it rejects
     module = args._module
+    if not debugging(args):
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         module.main.__wrapped__(from_namespace(module.main.options_type, args))
     except KeyboardInterrupt:
