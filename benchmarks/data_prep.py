@@ -62,8 +62,9 @@ def train_benchmark_tokenizer(corpus: Path, out: Path) -> None:
 def prepare(corpus: str, tokenizer: str, cache: str) -> None:
     """The child: what `gptforge pretrain` does before its first step, timed; prints one JSON line."""
     from gptforge.configuration import GPTForgeConfig
-    from gptforge.scripts.pretrain import PretrainOptions, prepared_blocks
+    from gptforge.scripts.pretrain import PretrainOptions
     from gptforge.training.folders import load_tokenizer
+    from gptforge.training.prepared import prepared_blocks
 
     start = time.perf_counter()
     options = PretrainOptions(output_dir=os.path.join(cache, "unused"), data=corpus, cache_dir=cache)

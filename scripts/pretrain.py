@@ -88,106 +88,6 @@ def ignored_on_resume(options: PretrainOptions) -> list[str]:
     ]
 
 
-def train_own_tokenizer(texts: Any, options: PretrainOptions, own_tokenizer: Path, model_config: Any, source: str):
-    """Train the run's tokenizer on `texts` and save it in OUT/tokenizer."""
-    from ..tokenization import train_tokenizer
-
-    vocab = options.tokenizer_vocab_size or model_config.vocab_size
-    print(f"training a {vocab}-token tokenizer on the training split of {source}")
-    tok = train_tokenizer(texts, vocab, text_column=options.text_column)
-    own_tokenizer.mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(own_tokenizer)
-    return tok
-
-
-def prepared_blocks(options: PretrainOptions, tok: Any, own_tokenizer: Path, model_config: Any):
-    """(train blocks, validation blocks, what was held out, tokenizer): read back from the blocks an earlier run
-    prepared from the same data, tokenizer and block size, or loaded, tokenised and packed now (and kept)."""
-    from ..training import encoding, prepared, sources
-
-    stamp = sources.source_stamp(options.data, text_column=options.text_column, **options.source_kwargs(options.seed))
-    found = prepared.find_prepared(options.cache_dir, stamp, tok, options.block_size) if tok is not None else None
-    if found is None:
-        loaded = sources.load_data(
-            options.data, text_column=options.text_column, **options.source_kwargs(options.seed)
-        )
-        if tok is None:
-            tok = train_own_tokenizer(loaded.dataset["train"], options, own_tokenizer, model_config, loaded.source)
-        found = prepared.find_prepared(options.cache_dir, stamp, tok, options.block_size)
-        if found is None:
-            found = prepared.prepare_blocks(
-                options.cache_dir, stamp, loaded, tok, options.block_size, options.text_column, options.num_proc
-            )
-            print(
-                f"tokenised and packed {sources.describe_source(options.data)} into {found.folder} (reused next time)"
-            )
-    if found.reused:
-        print(f"reusing the blocks prepared earlier from the same data, tokenizer and block size: {found.folder}")
-    eval_blocks = encoding.subsample(found.blocks["validation"], options.max_eval_blocks, options.seed)
-    return found.blocks["train"], eval_blocks, found.held_out, tok
-
-
-# rows the tokenizer trains on when the data is streamed and no --tokenizer is given
-STREAM_TOKENIZER_ROWS = 2000
-
-
-def streamed_blocks(options: PretrainOptions, tok: Any, own_tokenizer: Path, model_config: Any):
-    """(train stream, validation blocks, what was held out, tokenizer) for `--streaming`: blocks packed on the fly.
-
-    Without a validation split, the first `--max-eval-blocks` blocks of the packed stream are held out (the head,
-    not the tail: a stream's end is not known in advance).
-    """
-    import datasets
-
-    from ..training import encoding, sources
-
-    source = sources.describe_source(options.data)
-    if options.data is None:
-        raise UsageError("--streaming reads a --data source; the default corpus is small enough to prepare")
-    raw = sources.read_raw(
-        options.data,
-        data_config=options.data_config,
-        sample_by=options.sample_by,
-        encoding_errors=options.encoding_errors,
-        cache_dir=options.cache_dir,
-        streaming=True,
-    )
-    if "train" not in raw:
-        raise UsageError(f"{source} has no train split; its splits are {sorted(raw)}")
-    columns = raw["train"].column_names
-    if columns is not None and options.text_column not in columns:
-        raise UsageError(
-            f"column {options.text_column!r} not found in the train split of {source}; "
-            f"available columns: {', '.join(columns)}"
-        )
-    if tok is None:
-        tok = train_own_tokenizer(
-            raw["train"].take(STREAM_TOKENIZER_ROWS), options, own_tokenizer, model_config, source
-        )
-    encoding.check_packing(tok, options.block_size)
-    pack = encoding.packer(tok, options.block_size, options.text_column)
-
-    def packed(part: Any) -> Any:
-        part = part.filter(lambda row: bool((row[options.text_column] or "").strip()))
-        return part.map(pack, batched=True, batch_size=64, remove_columns=part.column_names)
-
-    validation = next((raw[name] for name in ("validation", "valid", "dev", "test") if name in raw), None)
-    eval_count = options.max_eval_blocks or 256
-    train = packed(raw["train"])
-    held_out = None
-    if validation is None:
-        validation = raw["train"]
-        train = train.skip(eval_count)
-        held_out = f"held out the first {eval_count} blocks of the packed stream of {source} for validation"
-    eval_rows = list(packed(validation).take(eval_count))
-    if not eval_rows:
-        raise UsageError(
-            f"{source} holds less than one block of block_size={options.block_size} tokens to validate on"
-        )
-    eval_blocks = datasets.Dataset.from_list(eval_rows, features=encoding.BLOCK_FEATURES).with_format("torch")
-    return train, eval_blocks, held_out, tok
-
-
 # config fields a tokenizer decides (`apply_tokenizer`), not the preset or the config file
 TOKENIZER_FIELDS = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
 
@@ -248,7 +148,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, set_seed
 
     from ..configuration import GPTForgeConfig
-    from ..training import distributed, encoding, sources
+    from ..training import distributed, encoding, prepared, sources
     from ..training.arguments import training_arguments
     from ..training.checkpointing import (
         CompleteCheckpointCallback,
@@ -350,9 +250,13 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         else:
             tok = None
         if options.streaming:
-            train_blocks, eval_blocks, held_out, tok = streamed_blocks(options, tok, own_tokenizer, model_config)
+            train_blocks, eval_blocks, held_out, tok = prepared.streamed_blocks(
+                options, tok, own_tokenizer, model_config
+            )
         else:
-            train_blocks, eval_blocks, held_out, tok = prepared_blocks(options, tok, own_tokenizer, model_config)
+            train_blocks, eval_blocks, held_out, tok = prepared.prepared_blocks(
+                options, tok, own_tokenizer, model_config
+            )
         apply_tokenizer(model_config, tok, override_values.get("vocab_size"))
         tok.model_max_length = model_config.max_position_embeddings
 
