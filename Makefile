@@ -46,7 +46,8 @@ test-slow: $(STAMP)
 
 # everything, `slow` included (the -m here replaces the default `-m 'not slow'` of pyproject's addopts)
 test-all: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 -q -m "slow or not slow"
+	# --dist loadfile: a file's tests run in order on one worker (the distributed resume tests continue earlier runs)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "slow or not slow"
 
 # The suite against the lowest transformers pyproject.toml allows (`make test` gets the newest pip resolves), in a
 # venv of its own so .venv keeps the newest.
