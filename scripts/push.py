@@ -25,6 +25,7 @@ from ..training.options import option, typed_main
 
 HELP = "upload a saved gptforge folder to the Hugging Face Hub (writes a model card when missing)"
 README = "README.md"
+ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter folder (`finetune --lora` writes OUT/adapter)
 # files that unpickle on load (loading them can run arbitrary code): never uploaded
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # the pickled files that hold weights, by name: they have a safetensors equivalent
@@ -48,8 +49,10 @@ def folder_files(folder: Path) -> list[UploadFile]:
         if path.suffix in PICKLE_SUFFIXES:
             raise UsageError(pickle_refusal(path))
         files.append(UploadFile(relative.as_posix(), path.stat().st_size))
-    if not any(f.path == "config.json" for f in files):
-        raise UsageError(f"{folder} has no config.json: save a model there with save_pretrained first")
+    if not any(f.path in ("config.json", ADAPTER_CONFIG) for f in files):
+        raise UsageError(
+            f"{folder} has no config.json (nor a PEFT {ADAPTER_CONFIG}): save a model there with save_pretrained first"
+        )
     return files
 
 
@@ -99,6 +102,43 @@ def native_card(
     return "\n".join([*front, "---", "", *body]) + "\n"
 
 
+def adapter_card(
+    folder: Path,
+    repo_id: str,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+) -> str:
+    """A short README.md for a PEFT adapter folder: the base it needs (from `--base-model`; the adapter's own
+    `base_model_name_or_path` is usually a local path, which would mean nothing on the Hub) and how to load it."""
+    adapter = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = base_model or "BASE_MODEL"
+    auto_class = (
+        "AutoModelForSequenceClassification" if adapter.get("task_type") == "SEQ_CLS" else "AutoModelForCausalLM"
+    )
+    front = ["---", "library_name: peft", f"license: {license or 'apache-2.0'}", "tags:", "- gptforge", "- lora"]
+    if datasets:
+        front += ["datasets:"] + [f"- {name}" for name in datasets]
+    if base_model:
+        front.append(f"base_model: {base_model}")
+    body = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"A PEFT {adapter.get('peft_type', 'LoRA')} adapter (task {adapter.get('task_type')}, rank {adapter.get('r')}) "
+        "for a gptforge model, written by `gptforge finetune --lora`.",
+        "",
+        "```python",
+        "import gptforge  # or pass trust_remote_code=True to from_pretrained",
+        "from peft import PeftModel",
+        f"from transformers import {auto_class}",
+        "",
+        f'base = {auto_class}.from_pretrained("{base}")',
+        f'model = PeftModel.from_pretrained(base, "{repo_id}")',
+        "```",
+    ]
+    return "\n".join([*front, "---", "", *body]) + "\n"
+
+
 def format_size(size: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":
@@ -141,10 +181,12 @@ def main(options: PushOptions) -> list[UploadFile]:
     files = folder_files(folder)
     card = None
     if not (folder / README).is_file():
-        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
-        if model_type == "gptforge":
+        if not (folder / "config.json").is_file():  # a PEFT adapter (`finetune --lora`'s OUT/adapter)
+            card = adapter_card(folder, repo_id, license=license, datasets=datasets, base_model=base_model)
+        elif json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type") == "gptforge":
             card = model_card(folder, repo_id=repo_id, license=license, datasets=datasets, base_model=base_model)
         else:  # a native folder `gptforge export` wrote
+            model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
             card = native_card(model_type, repo_id, license=license, datasets=datasets, base_model=base_model)
         files = sorted([*files, UploadFile(README, len(card.encode()), generated=True)], key=lambda f: f.path)
 
