@@ -18,6 +18,7 @@ import huggingface_hub
 import pytest
 import torch
 import yaml
+from _consumers import HIDE_GPTFORGE
 from safetensors.torch import load_file
 from transformers import (
     AutoModelForCausalLM,
@@ -279,20 +280,11 @@ def test_loads_in_bfloat16_and_with_device_map_auto(lm, tokenizer):
     )
 
 
-WITHOUT_GPTFORGE = r"""
-import importlib.util, json, sys
-from importlib.machinery import PathFinder
-
-# gptforge must not be importable: drop every finder that locates it (the editable install's), then check
-for finder in list(sys.meta_path):
-    if finder is not PathFinder and getattr(finder, "find_spec", None) and finder.find_spec("gptforge", None):
-        sys.meta_path.remove(finder)
-assert importlib.util.find_spec("gptforge") is None, "gptforge is still importable"
-try:
-    import gptforge
-    raise SystemExit("gptforge imported")
-except ModuleNotFoundError:
-    pass
+# gptforge must not be importable (HIDE_GPTFORGE drops the finders that locate it, then checks)
+WITHOUT_GPTFORGE = (
+    HIDE_GPTFORGE
+    + r"""
+import json
 
 import torch
 from safetensors.torch import save_file
@@ -340,6 +332,7 @@ save_file({k: v.contiguous() for k, v in tensors.items()}, out + "/tensors.safet
 with open(out + "/result.json", "w") as f:
     json.dump(result, f)
 """
+)
 
 
 def test_loads_and_generates_in_an_interpreter_without_gptforge(tmp_path, lm, classifier, tokenizer):
