@@ -33,6 +33,28 @@ AUTO_MAP = {
     "AutoModelForTokenClassification": "modeling_gptforge.GPTForgeForTokenClassification",
 }
 
+# The classic encoder's overrides, which the seed document's encoder shares but for its attention (see PRESETS).
+ENCODER: dict[str, Any] = dict(
+    vocab_size=4096,
+    hidden_size=256,
+    intermediate_size=1024,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    max_position_embeddings=512,
+    position_embedding_type="learned",
+    norm_type="layernorm",
+    norm_eps=1e-5,
+    norm_position="post",
+    is_causal=False,
+    mlp_type="plain",
+    hidden_act="relu",
+    attention_bias=True,
+    mlp_bias=True,
+    tie_word_embeddings=True,
+    attention_dropout=0.1,
+    hidden_dropout=0.1,
+)
+
 # Named sizes. Each entry is a set of overrides on the field defaults below; the comment gives the parameter count.
 PRESETS: dict[str, dict[str, Any]] = {
     # 1.8M params: the fast-test and demo size (a Llama-style block with GQA).
@@ -125,51 +147,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # 4.3M params: a classic bidirectional post-norm encoder, the layer of `nn.TransformerEncoderLayer(norm_first=False,
     # activation="relu")`, with learned positions; for classification and tagging heads.
-    "encoder": dict(
-        vocab_size=4096,
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-        position_embedding_type="learned",
-        norm_type="layernorm",
-        norm_eps=1e-5,
-        norm_position="post",
-        is_causal=False,
-        mlp_type="plain",
-        hidden_act="relu",
-        attention_bias=True,
-        mlp_bias=True,
-        tie_word_embeddings=True,
-        attention_dropout=0.1,
-        hidden_dropout=0.1,
-    ),
+    "encoder": ENCODER,
     # 4.3M params: the encoder of the document gptforge grew from (its `EncoderLayer`): post-norm with one LayerNorm
     # shared by both residual joins, a single head over the whole width without 1/sqrt(d) scaling, a ReLU MLP, dropout
     # on both branches. It has no output projection: `from_seed_encoder` sets o_proj to the identity (zero bias); a
     # fresh model trains its o_proj like any other. Learned positions, which the document's layers leave to the caller.
-    "seed-encoder": dict(
-        vocab_size=4096,
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=4,
-        num_attention_heads=1,
-        max_position_embeddings=512,
-        position_embedding_type="learned",
-        norm_type="layernorm",
-        norm_eps=1e-5,
-        norm_position="post",
-        shared_post_norm=True,
-        is_causal=False,
-        mlp_type="plain",
-        hidden_act="relu",
-        attention_bias=True,
-        attention_scale=1.0,
-        mlp_bias=True,
-        tie_word_embeddings=True,
-        hidden_dropout=0.1,
-    ),
+    "seed-encoder": {
+        **ENCODER,
+        "num_attention_heads": 1,
+        "attention_scale": 1.0,
+        "shared_post_norm": True,
+        "attention_dropout": 0.0,
+    },
 }
 
 
