@@ -198,6 +198,44 @@ def test_pack_multiprocess_matches_single_process(tmp_path, tokenizer):
     assert len(one["train"]) - 1 <= len(two["train"]) <= len(one["train"])
 
 
+def mapped_file_mb() -> float:
+    """This process's resident pages of memory-mapped files (Linux)."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("RssFile"))
+    return int(line.split()[1]) / 1024
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads /proc/self/status (Linux)")
+
+
+@needs_proc
+def test_release_mapped_pages_returns_what_a_scan_read(tmp_path):
+    # two sources of 24 MB each, read in rows of 64 KB; joined, as `datasets` joins the shards of a large source
+    halves = []
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.txt").write_text("a line of words that repeats\n" * 800_000)
+        halves.append(sources.load_data(str(tmp_path / f"{name}.txt"), cache_dir=str(tmp_path / name)).dataset)
+    joined = datasets.concatenate_datasets([half["train"] for half in halves])
+    assert len({entry["filename"] for entry in joined.cache_files}) >= 2
+    before = mapped_file_mb()
+    assert sum(len(t) for t in joined["text"]) > 35e6  # read every row: the pages come back
+    assert mapped_file_mb() - before > 30
+    sources.release_mapped_pages(joined)
+    assert mapped_file_mb() - before < 10
+    assert joined[0]["text"].startswith("a line of words")  # and the data reads as before
+
+
+@needs_proc
+def test_loading_and_packing_a_large_source_leave_its_pages_behind(tmp_path, tokenizer):
+    (tmp_path / "big.txt").write_text("".join(DOCS) * 12_000)  # 40 MB in rows of 64 KB
+    before = mapped_file_mb()
+    loaded = sources.load_data(str(tmp_path / "big.txt"), cache_dir=str(tmp_path / "c"))  # reads every row
+    assert mapped_file_mb() - before < 15
+    packed = encoding.pack_for_causal_lm(loaded.dataset, tokenizer, block_size=64, num_proc=1)
+    assert len(packed["train"]) > 10_000
+    # without the release after each batch the 40 MB read stays mapped in this process (see the test above)
+    assert mapped_file_mb() - before < 15
+
+
 def test_pack_too_short_for_one_block(tmp_path, tokenizer):
     loaded = sources.load_source(
         write_jsonl(tmp_path / "d.jsonl", [{"text": "x = 1"}, {"text": "y = 2"}]), cache_dir=str(tmp_path / "c")

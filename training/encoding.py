@@ -18,7 +18,7 @@ import torch
 
 from .corpus import LABEL_COLUMN, TEXT_COLUMN
 from .errors import UsageError
-from .sources import CONTINUES_COLUMN
+from .sources import CONTINUES_COLUMN, mapped_files, releasing_pages
 
 
 def default_num_proc(rows: int) -> int:
@@ -29,8 +29,8 @@ def default_num_proc(rows: int) -> int:
 def batch_rows(part: datasets.Dataset, target_bytes: int = 4 << 20) -> int:
     """Rows per `map` batch so that a batch holds about `target_bytes` of text: a worker's memory stays flat
     whether rows are tweets or 64 KB chunks of a book."""
-    rows = max(len(part), 1)
-    mean = part.data.nbytes / rows
+    # the underlying table's mean: a `select`ed or filtered dataset still points at every row of it
+    mean = part.data.nbytes / max(part.data.num_rows, 1)
     return int(min(1000, max(8, target_bytes // max(mean, 1))))
 
 
@@ -81,8 +81,9 @@ def pack_for_causal_lm(
     stored as int32).
 
     One `map` pass per split, over `num_proc` processes (default: every core for 256 rows or more), in batches of
-    about 4 MB of text; `cache_files` names the Arrow file each split is written to (else the `datasets` cache). A
-    split with fewer tokens than one block is a `UsageError` that gives the token count.
+    about 4 MB of text, each process letting go of the source's pages after each batch; `cache_files` names the
+    Arrow file each split is written to (else the `datasets` cache). A split with fewer tokens than one block is a
+    `UsageError` that gives the token count.
     """
     check_packing(tokenizer, block_size)
     pack = packer(tokenizer, block_size, text_column)
@@ -90,7 +91,7 @@ def pack_for_causal_lm(
     for split, part in dataset.items():
         procs = num_proc or default_num_proc(len(part))
         blocks = part.map(
-            pack,
+            releasing_pages(pack, mapped_files(part)),
             batched=True,
             batch_size=batch_rows(part),
             remove_columns=part.column_names,

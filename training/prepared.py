@@ -129,6 +129,12 @@ def train_own_tokenizer(texts: Any, options: Any, own_tokenizer: Path, model_con
 
     vocab = options.tokenizer_vocab_size or model_config.vocab_size
     print(f"training a {vocab}-token tokenizer on the training split of {source}")
+    if isinstance(texts, datasets.Dataset):  # in batches, letting go of each batch's pages (a corpus can be large)
+        column, files = options.text_column, sources.mapped_files(texts)
+        texts = (
+            sources.releasing_pages(lambda rows: rows[column], files)(batch)
+            for batch in texts.select_columns([column]).iter(batch_size=1000)
+        )
     tok = train_tokenizer(texts, vocab, text_column=options.text_column)
     own_tokenizer.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(own_tokenizer)
