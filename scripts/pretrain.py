@@ -148,7 +148,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, set_seed
 
     from ..configuration import GPTForgeConfig
-    from ..training import distributed, encoding, prepared, sources
+    from ..training import distributed, encoding, prepared, resharding, sources
     from ..training.arguments import training_arguments
     from ..training.checkpointing import (
         CompleteCheckpointCallback,
@@ -299,8 +299,15 @@ def main(options: PretrainOptions) -> dict[str, Any]:
             + (f"; resuming from {resume_from.name}" if resume_from else "")
         )
 
+    resume_path = None
+    if resume_from is not None:
+        # a sharded FSDP checkpoint resumed without FSDP, or a full one under FSDP: rewritten once, by the main process
+        with args.main_process_first(local=False, desc="checkpoint layout"):
+            resume_path, layout_note = resharding.resume_folder(resume_from, distributed.sharded_fsdp_launch(), out)
+        if layout_note and trainer.is_world_process_zero():
+            print(f"note: {layout_note}")
     try:
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        result = trainer.train(resume_from_checkpoint=str(resume_path) if resume_path else None)
     except KeyboardInterrupt:
         if trainer.is_world_process_zero():
             plot_losses(metrics_path, png_path, title=f"pretraining {out} (interrupted)")
@@ -317,6 +324,8 @@ def main(options: PretrainOptions) -> dict[str, Any]:
 
     trainer.save_model(str(final_dir))  # model, generation config, tokenizer; only the main process writes
     if trainer.is_world_process_zero():
+        if resume_path is not None and resume_path != resume_from:
+            shutil.rmtree(resume_path, ignore_errors=True)  # the rewritten copy served its one resume
         # Trainer pickles its arguments beside the model; a published folder holds nothing pickled, so they are
         # kept as JSON instead (training_args.json)
         keep_args_as_json(args, final_dir)

@@ -26,8 +26,7 @@ from transformers import AutoModelForCausalLM
 from gptforge.configuration import GPTForgeConfig
 from gptforge.scripts import cli, pretrain
 from gptforge.tokenization import train_tokenizer
-from gptforge.training import checkpointing, distributed
-from gptforge.training.options import from_namespace
+from gptforge.training import checkpointing, distributed, resharding
 
 SCRIPTS = Path(pretrain.__file__).parent
 WORKERS = Path(__file__).parent / "workers"
@@ -160,22 +159,80 @@ def test_sharded_fsdp_checkpoint_verifies_and_needs_its_shards(tmp_path):
         checkpointing.verify_checkpoint(good)
 
 
-def test_resume_with_another_world_size_is_reported_or_refused(tmp_path, monkeypatch):
-    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+def test_resume_with_another_world_size_is_reported(tmp_path):
     full = ["model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json"]
     two = _checkpoint(tmp_path / "checkpoint-1", full + ["rng_state_0.pth", "rng_state_1.pth"])
     assert distributed.check_resume_world_size(two, 2) is None
     assert "written by 2 process(es) and resumes in 1" in distributed.check_resume_world_size(two, 1)
-    sharded = ["pytorch_model_fsdp_0/__0_0.distcp", "optimizer_0/__0_0.distcp", "scheduler.pt", "trainer_state.json"]
-    fsdp = _checkpoint(tmp_path / "checkpoint-2", sharded + ["rng_state_0.pth", "rng_state_1.pth"])
-    with pytest.raises(ValueError, match="sharded FSDP checkpoint .* with 2 or more processes"):
-        distributed.check_resume_world_size(fsdp, 1)
+    one = _checkpoint(tmp_path / "checkpoint-2", full + ["rng_state.pth"])
+    assert "written by 1 process(es) and resumes in 2" in distributed.check_resume_world_size(one, 2)
+
+
+def test_sharded_fsdp_launch_is_read_from_the_accelerate_environment(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert not distributed.sharded_fsdp_launch()
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    monkeypatch.setenv("FSDP_STATE_DICT_TYPE", "FULL_STATE_DICT")  # full checkpoints under FSDP: no objection
-    assert distributed.check_resume_world_size(two, 2) is None
+    monkeypatch.setenv("FSDP_STATE_DICT_TYPE", "FULL_STATE_DICT")
+    assert not distributed.sharded_fsdp_launch()
     monkeypatch.setenv("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")
-    with pytest.raises(ValueError, match="holds full weights .* resume it without FSDP"):
-        distributed.check_resume_world_size(two, 2)
+    assert distributed.sharded_fsdp_launch()
+
+
+def _trained_checkpoint(folder: Path) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A one-process checkpoint as Trainer writes it: weights, AdamW with two parameter groups after two steps."""
+    sizes = {key: int(value) for key, value in (item.split("=") for item in TINY)}
+    config = GPTForgeConfig.from_preset("tiny", **sizes, vocab_size=64)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    decay = [p for n, p in model.named_parameters() if n.endswith("proj.weight")]
+    rest = [p for n, p in model.named_parameters() if not n.endswith("proj.weight")]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}])
+    for _ in range(2):
+        ids = torch.randint(0, 64, (2, 16))
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder)
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    for name in ("scheduler.pt", "trainer_state.json", "rng_state.pth"):
+        (folder / name).write_bytes(b"x")
+    resharding.record_parameter_names(model, optimizer, folder)
+    checkpointing.mark_complete(folder)
+    return model, optimizer
+
+
+def test_checkpoint_layouts_convert_both_ways_exactly(tmp_path):
+    """full -> sharded (what FSDP reads) -> full again gives back every weight and optimizer tensor bit for bit;
+    the multi-process tests below resume such folders under FSDP and in one process."""
+    model, optimizer = _trained_checkpoint(tmp_path / "checkpoint-2")
+    sharded, note = resharding.resume_folder(tmp_path / "checkpoint-2", sharded_launch=True, output_dir=tmp_path)
+    assert sharded == tmp_path / ".resume-checkpoint-2" and "rewritten as a sharded (FSDP) checkpoint" in note
+    assert distributed.is_sharded_checkpoint(sharded) and not (sharded / "optimizer.pt").exists()
+    checkpointing.verify_checkpoint(sharded)  # marker, sizes, shards in place of weights and optimizer
+    assert resharding.resume_folder(tmp_path / "checkpoint-2", sharded_launch=False, output_dir=tmp_path)[1] is None
+
+    (tmp_path / "back").mkdir()
+    shutil.copytree(sharded, tmp_path / "back" / "checkpoint-2")
+    full, _ = resharding.resume_folder(tmp_path / "back" / "checkpoint-2", False, output_dir=tmp_path / "back")
+    checkpointing.verify_checkpoint(full)
+    reloaded = AutoModelForCausalLM.from_pretrained(full)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], tensor), name
+    want, got = optimizer.state_dict(), torch.load(full / "optimizer.pt", weights_only=True)
+    assert [g["params"] for g in got["param_groups"]] == [g["params"] for g in want["param_groups"]]
+    assert [g["weight_decay"] for g in got["param_groups"]] == [0.1, 0.0]
+    assert want["state"].keys() == got["state"].keys()
+    for index, moments in want["state"].items():
+        for key, value in moments.items():
+            assert torch.equal(got["state"][index][key], value), (index, key)
+
+
+def test_a_checkpoint_without_parameter_names_is_refused_for_fsdp(tmp_path):
+    _trained_checkpoint(tmp_path / "checkpoint-2")
+    (tmp_path / "checkpoint-2" / resharding.PARAMETER_NAMES).unlink()
+    with pytest.raises(ValueError, match="has no optimizer_parameters.json .* resume it with the engine that wrote"):
+        resharding.resume_folder(tmp_path / "checkpoint-2", sharded_launch=True, output_dir=tmp_path)
+    assert not any(p.name.startswith(".resume") for p in tmp_path.iterdir())  # nothing half-written left behind
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -259,19 +316,24 @@ def test_resume_across_world_sizes_ddp(setup):
 
 
 @pytest.mark.slow
-def test_sharded_checkpoint_resumed_in_one_process_is_refused(setup):
+def test_resume_across_world_sizes_fsdp(setup):
     root, argv = setup
     if not (root / "accelerate-fsdp").is_dir():
         pytest.skip("needs test_two_processes_match_one_with_the_same_global_batch[accelerate-fsdp] first")
-    run = truncate_at(root / "accelerate-fsdp", root / "fsdp-to-one", SAVE)
-    with pytest.raises(ValueError, match="is a sharded FSDP checkpoint"):
-        run_pretrain_in_process(argv(run, 4, resume=True))
-
-
-def run_pretrain_in_process(args: list[str]) -> None:
-    """`gptforge pretrain ARGS` in this process, letting its exceptions through (the CLI turns them into exit codes)."""
-    parsed = cli.build_parser().parse_args(args)
-    pretrain.main.__wrapped__(from_namespace(pretrain.main.options_type, parsed))
+    # 2 -> 1: the sharded checkpoint of two FSDP processes continues in this one process
+    two_to_one = truncate_at(root / "accelerate-fsdp", root / "fsdp-to-one", SAVE)
+    assert cli.main(argv(two_to_one, batch_size=4, resume=True)) == 0
+    assert_matches(two_to_one, root / "single", range(SAVE + 1, STEPS + 1))
+    assert not (two_to_one / f".resume-checkpoint-{SAVE}").exists()  # the rewritten copy is gone after the run
+    # 1 -> 2: the one-process checkpoint (full weights) continues under FSDP on two processes
+    one_to_two = truncate_at(root / "single", root / "one-to-fsdp", SAVE)
+    done = launch(accelerate("accelerate_fsdp.yaml") + argv(one_to_two, batch_size=2, resume=True))
+    assert f"checkpoint-{SAVE} was rewritten as a sharded (FSDP) checkpoint" in done.stdout
+    assert "was written by 1 process(es) and resumes in 2" in done.stdout
+    assert_matches(one_to_two, root / "single", range(SAVE + 1, STEPS + 1))
+    # the checkpoints it wrote after resuming are FSDP's own, sharded
+    assert distributed.is_sharded_checkpoint(one_to_two / f"checkpoint-{STEPS}")
+    torch.testing.assert_close(final_logits(one_to_two), final_logits(root / "single"), rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -364,4 +426,55 @@ def test_two_nodes_meet_and_match_one_process(setup):
     outputs = [p.communicate(timeout=300) for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], "\n".join(o[1][-3000:] for o in outputs)
     assert any("DDP: 2 process(es) x 2 blocks" in o[0] for o in outputs)
+    assert_matches(out, root / "single", range(1, STEPS + 1))
+
+
+# what `srun` does with one task per node, for an allocation of SLURM_NNODES nodes on this one host
+FAKE_SRUN = """#!/bin/bash
+pids=()
+for node in $(seq 0 $((SLURM_NNODES - 1))); do
+    SLURM_NODEID=$node SLURM_PROCID=$node SLURM_LOCALID=0 "$@" &
+    pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_slurm_script_runs_two_nodes_and_matches_one_process(setup, tmp_path, launcher):
+    """`scripts/slurm_pretrain.sh` itself, as `sbatch` would run it on a 2-node allocation, with stand-ins for
+    `srun` (one launcher per node, SLURM_NODEID set) and `scontrol` (the node list): both launcher forms meet at the
+    first node and train as one 2-process run."""
+    root, argv = setup
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(FAKE_SRUN)
+    (bin_dir / "scontrol").write_text("#!/bin/bash\necho 127.0.0.1\n")  # `scontrol show hostnames` -> the head
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    out = root / f"slurm-{launcher}"
+    pretrain_args = " ".join(argv(out, batch_size=2)[1:])  # the script adds the `pretrain` subcommand
+    env = {
+        **ENV,
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_CPUS_PER_TASK": "1",
+        "LAUNCHER": launcher,
+        "PORT": str(free_port()),
+        "PRETRAIN_ARGS": pretrain_args,
+        "ACCELERATE_CONFIG": str(SCRIPTS / "accelerate_fsdp.yaml"),
+    }
+    repository = Path(__file__).parents[1]  # the script ships in the repository, beside the package's folders
+    done = subprocess.run(
+        ["bash", str(repository / "scripts" / "slurm_pretrain.sh")],
+        env=env, cwd=repository, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    engine = "FSDP2" if launcher == "accelerate" else "DDP"  # the script's accelerate form uses the FSDP config
+    assert f"{engine}: 2 process(es) x 2 blocks" in done.stdout
     assert_matches(out, root / "single", range(1, STEPS + 1))

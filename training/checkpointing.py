@@ -158,7 +158,12 @@ class CompleteCheckpointCallback(TrainerCallback):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()  # every process has written its RNG state
         if state.is_world_process_zero:
-            mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if kwargs.get("model") is not None and kwargs.get("optimizer") is not None:
+                from .resharding import record_parameter_names  # lets another engine read the optimizer state
+
+                record_parameter_names(kwargs["model"], kwargs["optimizer"], folder)
+            mark_complete(folder)
             complete = complete_checkpoints(args.output_dir)
             if self.keep is not None and len(complete) > self.keep:
                 for folder in complete[: len(complete) - self.keep]:

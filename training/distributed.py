@@ -14,7 +14,8 @@
   per process) and its `save_model` writes nothing; the config and tokenizer are added so `--resume` can rebuild the
   model, and a final save gathers the full state dict into a plain `save_pretrained` folder.
 - `saved_world_size`: how many processes wrote a checkpoint (one RNG file each), so a resume with another number
-  of processes is reported rather than refused.
+  of processes is reported; `sharded_fsdp_launch` says which checkpoint layout this launch reads (a checkpoint in
+  the other layout is rewritten by `resharding.resume_folder`).
 """
 
 import json
@@ -139,29 +140,21 @@ def is_sharded_checkpoint(folder: str | os.PathLike) -> bool:
     return any(Path(folder).glob("pytorch_model_fsdp_*")) and not (Path(folder) / "model.safetensors").is_file()
 
 
+def sharded_fsdp_launch() -> bool:
+    """Whether this launch is FSDP with sharded checkpoints (what the shipped accelerate FSDP config asks for)."""
+    return _flag("ACCELERATE_USE_FSDP") and "SHARDED" in os.environ.get("FSDP_STATE_DICT_TYPE", "").upper()
+
+
 def check_resume_world_size(folder: str | os.PathLike, world_size: int) -> str | None:
     """A note when the checkpoint was written by another number of processes (None when the same).
 
-    Weights, optimizer, scheduler and the data position carry over; each process's RNG stream (dropout) cannot,
-    since there is one per process. A sharded FSDP checkpoint needs FSDP to read it (any number of processes of 2 or
-    more: distributed checkpoints reshard on load); one process is a `ValueError` saying so.
+    Weights, optimizer, scheduler and the data position carry over (`resharding.resume_folder` rewrites a sharded
+    FSDP checkpoint for one process or DDP, and a full one for FSDP); each process's RNG stream (dropout) cannot,
+    since there is one per process.
     """
     saved = saved_world_size(folder)
-    sharded_launch = "SHARDED" in os.environ.get("FSDP_STATE_DICT_TYPE", "").upper()
-    if _flag("ACCELERATE_USE_FSDP") and sharded_launch and not is_sharded_checkpoint(folder):
-        # Trainer would look for `pytorch_model_fsdp_0/` and fail deep inside the load
-        raise ValueError(
-            f"{folder} holds full weights (written without FSDP, or with FULL_STATE_DICT) and this launch asks for "
-            "FSDP with sharded checkpoints; resume it without FSDP (DDP or one process)"
-        )
     if saved == world_size:
         return None
-    if world_size < 2 and is_sharded_checkpoint(folder):
-        raise ValueError(
-            f"{folder} is a sharded FSDP checkpoint (written by {saved} processes); resume it under FSDP with 2 or "
-            "more processes (distributed checkpoints reshard on load), or convert it with "
-            "`python -m torch.distributed.checkpoint.format_utils dcp_to_torch_save`"
-        )
     return (
         f"{folder.name if isinstance(folder, Path) else folder} was written by {saved} process(es) and resumes in "
         f"{world_size}: weights, optimizer, schedule and data position carry over; per-process random streams "
