@@ -180,7 +180,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
                 "latest checkpoint, --overwrite to start over, or another --out"
             )
         # ignore_errors / missing_ok: under torchrun every process runs this at once
-        for _, folder in existing:
+        for folder in [folder for _, folder in existing] + list(out.glob(".resume-checkpoint-*")):
             shutil.rmtree(folder, ignore_errors=True)
         for stale in (final_dir, own_tokenizer, metrics_path, png_path):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
@@ -195,6 +195,8 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     if options.tokenizer is not None:
         require_tokenizer_folder(options.tokenizer)
     resize_note = distributed.check_resume_world_size(resume_from, world_size) if resume_from else None
+    if resume_from is not None:
+        resharding.check_resumable(resume_from, distributed.sharded_fsdp_launch())
     if options.preset is not None and options.config is not None:
         raise UsageError(f"pass either --preset ({options.preset}) or --config ({options.config}), not both")
     override_values = parse_overrides(options.overrides)

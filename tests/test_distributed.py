@@ -27,6 +27,7 @@ from gptforge.configuration import GPTForgeConfig
 from gptforge.scripts import cli, pretrain
 from gptforge.tokenization import train_tokenizer
 from gptforge.training import checkpointing, distributed, resharding
+from gptforge.training.errors import UsageError
 
 SCRIPTS = Path(pretrain.__file__).parent
 WORKERS = Path(__file__).parent / "workers"
@@ -210,6 +211,12 @@ def test_checkpoint_layouts_convert_both_ways_exactly(tmp_path):
     assert distributed.is_sharded_checkpoint(sharded) and not (sharded / "optimizer.pt").exists()
     checkpointing.verify_checkpoint(sharded)  # marker, sizes, shards in place of weights and optimizer
     assert resharding.resume_folder(tmp_path / "checkpoint-2", sharded_launch=False, output_dir=tmp_path)[1] is None
+    written = (sharded / checkpointing.MARKER).stat().st_mtime_ns
+    assert resharding.resume_folder(tmp_path / "checkpoint-2", True, tmp_path)[0] == sharded  # found, not rewritten
+    assert (sharded / checkpointing.MARKER).stat().st_mtime_ns == written
+    checkpointing.mark_complete(tmp_path / "checkpoint-2")  # a checkpoint of that name saved anew
+    resharding.resume_folder(tmp_path / "checkpoint-2", True, tmp_path)
+    assert (sharded / checkpointing.MARKER).stat().st_mtime_ns != written  # rewritten from the new one
 
     (tmp_path / "back").mkdir()
     shutil.copytree(sharded, tmp_path / "back" / "checkpoint-2")
@@ -230,7 +237,7 @@ def test_checkpoint_layouts_convert_both_ways_exactly(tmp_path):
 def test_a_checkpoint_without_parameter_names_is_refused_for_fsdp(tmp_path):
     _trained_checkpoint(tmp_path / "checkpoint-2")
     (tmp_path / "checkpoint-2" / resharding.PARAMETER_NAMES).unlink()
-    with pytest.raises(ValueError, match="has no optimizer_parameters.json .* resume it with the engine that wrote"):
+    with pytest.raises(UsageError, match="has no optimizer_parameters.json .* resume it with the engine that wrote"):
         resharding.resume_folder(tmp_path / "checkpoint-2", sharded_launch=True, output_dir=tmp_path)
     assert not any(p.name.startswith(".resume") for p in tmp_path.iterdir())  # nothing half-written left behind
 

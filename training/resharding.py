@@ -17,6 +17,7 @@ Weights, optimizer moments and step counts are copied exactly; the scheduler, tr
 files every layout shares. Per-process random streams (dropout) do not carry over between world sizes.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ import torch
 
 from .checkpointing import MARKER, mark_complete
 from .distributed import is_sharded_checkpoint
+from .errors import UsageError
 
 MODEL_SHARDS = "pytorch_model_fsdp_0"
 OPTIMIZER_SHARDS = "optimizer_0"
@@ -47,6 +49,23 @@ def record_parameter_names(model: torch.nn.Module, optimizer: Any, folder: str |
     Path(folder, PARAMETER_NAMES).write_text(json.dumps({"param_groups": groups}, indent=1) + "\n", encoding="utf-8")
 
 
+def check_resumable(checkpoint: Path, sharded_launch: bool) -> None:
+    """`UsageError` when `resume_folder` could not rewrite the checkpoint for this launch; every process calls it
+    before the main one rewrites, so all stop together."""
+    if sharded_launch and not is_sharded_checkpoint(checkpoint) and not (checkpoint / PARAMETER_NAMES).is_file():
+        raise UsageError(
+            f"{checkpoint} has no {PARAMETER_NAMES} (it was saved by an older gptforge), so its optimizer state "
+            "cannot be matched to parameter names for FSDP; resume it with the engine that wrote it"
+        )
+
+
+def _identity(checkpoint: Path) -> dict[str, str]:
+    # the marker's bytes and time: a checkpoint of the same name written anew (after --overwrite) is another one
+    marker = checkpoint / MARKER
+    digest = hashlib.sha256(marker.read_bytes()).hexdigest()
+    return {"checkpoint": str(checkpoint.resolve()), "marker": f"{digest}:{marker.stat().st_mtime_ns}"}
+
+
 def resume_folder(checkpoint: Path, sharded_launch: bool, output_dir: Path) -> tuple[Path, str | None]:
     """The folder this launch resumes from, and a note when it was rewritten (None: the checkpoint itself).
 
@@ -55,17 +74,18 @@ def resume_folder(checkpoint: Path, sharded_launch: bool, output_dir: Path) -> t
     """
     if is_sharded_checkpoint(checkpoint) == sharded_launch:
         return checkpoint, None
+    check_resumable(checkpoint, sharded_launch)
     target = output_dir / f".resume-{checkpoint.name}"
     layout = "sharded (FSDP)" if sharded_launch else "full"
     note = f"{checkpoint.name} was rewritten as a {layout} checkpoint in {target.name} to resume under this launch"
-    if (target / MARKER).is_file() and (target / "source.json").is_file():
-        if json.loads((target / "source.json").read_text())["checkpoint"] == str(checkpoint.resolve()):
-            return target, note
+    source = target / "source.json"
+    if (target / MARKER).is_file() and source.is_file() and json.loads(source.read_text()) == _identity(checkpoint):
+        return target, note
     staging = output_dir / f".resume-{checkpoint.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         (full_to_sharded if sharded_launch else sharded_to_full)(checkpoint, staging)
-        (staging / "source.json").write_text(json.dumps({"checkpoint": str(checkpoint.resolve())}) + "\n")
+        (staging / "source.json").write_text(json.dumps(_identity(checkpoint)) + "\n")
         mark_complete(staging)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
@@ -81,16 +101,6 @@ def _copy_shared_files(source: Path, target: Path) -> None:
     for path in source.iterdir():
         if path.name not in skip and path.is_file():
             shutil.copy2(path, target / path.name)
-
-
-def _parameter_groups(source: Path) -> list[list[str]]:
-    path = source / PARAMETER_NAMES
-    if not path.is_file():
-        raise ValueError(
-            f"{source} has no {PARAMETER_NAMES} (it was saved by an older gptforge), so its optimizer state cannot be "
-            "matched to parameter names for FSDP; resume it with the engine that wrote it"
-        )
-    return json.loads(path.read_text(encoding="utf-8"))["param_groups"]
 
 
 def sharded_to_full(source: Path, target: Path) -> None:
@@ -124,7 +134,7 @@ def full_to_sharded(source: Path, target: Path) -> None:
     from ..configuration import GPTForgeConfig
     from ..modeling import GPTForgeForCausalLM
 
-    groups = _parameter_groups(source)
+    groups = json.loads((source / PARAMETER_NAMES).read_text(encoding="utf-8"))["param_groups"]
     _copy_shared_files(source, target)
     weights = load_file(str(source / "model.safetensors"))
     if GPTForgeConfig.from_pretrained(source).tie_word_embeddings:
