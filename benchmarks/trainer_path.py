@@ -44,6 +44,8 @@ SHAPES_HERE = {
     **SHAPES,
     "tiny": Shape("tiny", vocab=512, hidden=64, layers=2, heads=4, seq=64, batch=4, llama_intermediate=192,
                   gpt2_intermediate=256),
+    "dist": Shape("dist", vocab=2048, hidden=128, layers=4, heads=4, seq=128, batch=8, llama_intermediate=512,
+                  gpt2_intermediate=512),
     "gpt2-124m": Shape("gpt2-124m", vocab=50257, hidden=768, layers=12, heads=12, seq=1024, batch=16,
                        llama_intermediate=2048, gpt2_intermediate=3072),
 }  # fmt: skip
@@ -132,9 +134,22 @@ def text_folder(folder: Path, megabytes: float) -> Path:
 
 
 def pretrain_rate(
-    work: Path, shape: Shape, steps: int, warmup: int, device: torch.device, compiled: bool, tag: str
+    work: Path,
+    shape: Shape,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    compiled: bool,
+    tag: str,
+    launcher: tuple[str, ...] = (sys.executable,),
+    processes: int = 1,
+    threads: int | None = None,
 ) -> float:
-    """`gptforge pretrain` as a subprocess; tokens/s from the moments its metrics.jsonl lines appear."""
+    """`gptforge pretrain` as a subprocess; tokens/s from the moments its metrics.jsonl lines appear.
+
+    `launcher` starts it (`torchrun ...` / `accelerate launch ...` for `processes` > 1, each taking its share of the
+    global batch `shape.batch`); `threads` sets `OMP_NUM_THREADS`.
+    """
     from gptforge.tokenization import train_tokenizer
 
     # ~4 bytes of source per token, and enough text for a tokenizer of the full vocabulary
@@ -150,10 +165,10 @@ def pretrain_rate(
         "num_attention_heads": shape.heads, "num_key_value_heads": shape.heads,
         "intermediate_size": shape.llama_intermediate, "max_position_embeddings": max(shape.seq, 512),
     }  # fmt: skip
-    argv = [sys.executable, "-m", "gptforge.scripts.cli", "pretrain", "--out", str(out), "--overwrite"]
+    argv = [*launcher, "-m", "gptforge.scripts.cli", "pretrain", "--out", str(out), "--overwrite"]
     argv += ["--data", str(data), "--tokenizer", str(tokenizer), "--preset", "tiny"]
     argv += [f"--set={k}={v}" for k, v in settings.items()]
-    argv += ["--block-size", str(shape.seq), "--batch-size", str(shape.batch), "--max-steps", str(steps)]
+    argv += ["--block-size", str(shape.seq), "--batch-size", str(shape.batch // processes), "--max-steps", str(steps)]
     argv += ["--logging-steps", str(logging_steps), "--eval-steps", "1000000", "--save-steps", "1000000"]
     argv += ["--max-eval-blocks", "2", "--warmup-steps", "1", "--no-progress", "--cache-dir", str(work / "cache")]
     argv += ["--precision", "bf16" if device.type == "cuda" else "fp32"] + (["--compile"] if compiled else [])
@@ -161,6 +176,8 @@ def pretrain_rate(
     metrics.unlink(missing_ok=True)
     times, seen = {}, 0
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while process.poll() is None:
         if metrics.is_file():
