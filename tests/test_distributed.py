@@ -307,39 +307,25 @@ def test_resume_on_two_processes_continues_the_uninterrupted_run(setup, launcher
 
 
 @pytest.mark.slow
-def test_resume_across_world_sizes_ddp(setup):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate-fsdp"], ids=["ddp", "fsdp"])
+def test_resume_across_world_sizes(setup, launcher):
     root, argv = setup
-    if not (root / "torchrun").is_dir():
-        pytest.skip("needs test_two_processes_match_one_with_the_same_global_batch[torchrun] first")
-    # 2 -> 1: a checkpoint written by two DDP processes continues in this one
-    two_to_one = truncate_at(root / "torchrun", root / "two-to-one", SAVE)
+    if not (root / launcher).is_dir():
+        pytest.skip(f"needs test_two_processes_match_one_with_the_same_global_batch[{launcher}] first")
+    fsdp = launcher == "accelerate-fsdp"
+    # 2 -> 1: the checkpoint of two processes (sharded, under FSDP) continues in this one process
+    two_to_one = truncate_at(root / launcher, root / f"{launcher}-to-one", SAVE)
     assert cli.main(argv(two_to_one, batch_size=4, resume=True)) == 0
     assert_matches(two_to_one, root / "single", range(SAVE + 1, STEPS + 1))
-    # 1 -> 2: the one-process checkpoint continues on two
-    one_to_two = truncate_at(root / "single", root / "one-to-two", SAVE)
-    done = launch(TORCHRUN_2 + argv(one_to_two, batch_size=2, resume=True))
+    assert not (two_to_one / f".resume-checkpoint-{SAVE}").exists()  # a rewritten copy is gone after the run
+    # 1 -> 2: the one-process checkpoint (full weights) continues on two processes
+    one_to_two = truncate_at(root / "single", root / f"one-to-{launcher}", SAVE)
+    done = launch((accelerate("accelerate_fsdp.yaml") if fsdp else TORCHRUN_2) + argv(one_to_two, 2, resume=True))
     assert "was written by 1 process(es) and resumes in 2" in done.stdout
+    assert (f"checkpoint-{SAVE} was rewritten as a sharded (FSDP) checkpoint" in done.stdout) == fsdp
     assert_matches(one_to_two, root / "single", range(SAVE + 1, STEPS + 1))
-
-
-@pytest.mark.slow
-def test_resume_across_world_sizes_fsdp(setup):
-    root, argv = setup
-    if not (root / "accelerate-fsdp").is_dir():
-        pytest.skip("needs test_two_processes_match_one_with_the_same_global_batch[accelerate-fsdp] first")
-    # 2 -> 1: the sharded checkpoint of two FSDP processes continues in this one process
-    two_to_one = truncate_at(root / "accelerate-fsdp", root / "fsdp-to-one", SAVE)
-    assert cli.main(argv(two_to_one, batch_size=4, resume=True)) == 0
-    assert_matches(two_to_one, root / "single", range(SAVE + 1, STEPS + 1))
-    assert not (two_to_one / f".resume-checkpoint-{SAVE}").exists()  # the rewritten copy is gone after the run
-    # 1 -> 2: the one-process checkpoint (full weights) continues under FSDP on two processes
-    one_to_two = truncate_at(root / "single", root / "one-to-fsdp", SAVE)
-    done = launch(accelerate("accelerate_fsdp.yaml") + argv(one_to_two, batch_size=2, resume=True))
-    assert f"checkpoint-{SAVE} was rewritten as a sharded (FSDP) checkpoint" in done.stdout
-    assert "was written by 1 process(es) and resumes in 2" in done.stdout
-    assert_matches(one_to_two, root / "single", range(SAVE + 1, STEPS + 1))
-    # the checkpoints it wrote after resuming are FSDP's own, sharded
-    assert distributed.is_sharded_checkpoint(one_to_two / f"checkpoint-{STEPS}")
+    # the checkpoints it wrote after resuming are the engine's own: sharded under FSDP
+    assert distributed.is_sharded_checkpoint(one_to_two / f"checkpoint-{STEPS}") == fsdp
     torch.testing.assert_close(final_logits(one_to_two), final_logits(root / "single"), rtol=0, atol=1e-5)
 
 
