@@ -79,15 +79,21 @@ def mark_complete(folder: str | os.PathLike) -> Path:
     return folder / MARKER
 
 
+def recorded_files(folder: str | os.PathLike) -> dict[str, int]:
+    """The files (relative paths) and sizes a checkpoint's marker records; `CheckpointError` if it is unreadable."""
+    marker = Path(folder) / MARKER
+    try:
+        return json.loads(marker.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{marker}: unreadable completion marker ({exc})") from exc
+
+
 def verify_checkpoint(folder: str | os.PathLike, world_size: int | None = None) -> None:
     """Raise `CheckpointError` unless `folder` holds, at the sizes its marker records, everything an exact resume
     needs: weights, optimizer, scheduler, trainer state and the RNG state of each of `world_size` processes (None:
     whatever number of processes saved it, at least one)."""
     folder = Path(folder)
-    try:
-        recorded = json.loads((folder / MARKER).read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{folder / MARKER}: unreadable completion marker ({exc})") from exc
+    recorded = recorded_files(folder)
     if world_size is None:
         saved = sorted(name for name in recorded if re.fullmatch(r"rng_state(_\d+)?\.pth", name))
         rng = tuple(saved) or ("rng_state.pth",)

@@ -18,13 +18,14 @@
   the other layout is rewritten by `resharding.resume_folder`).
 """
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .checkpointing import recorded_files, sharded_state_present
 
 # `MPI_LOCALNRANKS` etc.: an mpirun launch (accelerate --mpirun_hostfile) sets these instead of WORLD_SIZE
 _MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
@@ -130,14 +131,13 @@ def save_checkpoint_metadata(trainer: Any, output_dir: str | os.PathLike) -> Non
 
 def saved_world_size(folder: str | os.PathLike) -> int:
     """How many processes wrote a complete checkpoint: `rng_state_<rank>.pth` files, or 1 (`rng_state.pth`)."""
-    recorded = json.loads((Path(folder) / "checkpoint_complete.json").read_text(encoding="utf-8"))["files"]
-    ranks = [name for name in recorded if re.fullmatch(r"rng_state_\d+\.pth", name)]
+    ranks = [name for name in recorded_files(folder) if re.fullmatch(r"rng_state_\d+\.pth", name)]
     return len(ranks) or 1
 
 
 def is_sharded_checkpoint(folder: str | os.PathLike) -> bool:
-    """Whether a checkpoint holds FSDP distributed-checkpoint shards rather than full weights."""
-    return any(Path(folder).glob("pytorch_model_fsdp_*")) and not (Path(folder) / "model.safetensors").is_file()
+    """Whether a complete checkpoint holds FSDP distributed-checkpoint shards rather than full weights."""
+    return sharded_state_present(recorded_files(folder))["model"]
 
 
 def sharded_fsdp_launch() -> bool:
