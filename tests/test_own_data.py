@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+from functools import partial
 from pathlib import Path
 
 import datasets
@@ -294,34 +295,24 @@ def tiny_model(work, text_file, tokenizer_dir) -> Path:
 
 
 def test_missing_label_column_and_single_class(tmp_path, tiny_model):
+    def finetune_fails(data: Path, message: str, **kwargs) -> None:
+        fine = partial(finetune.main, tiny_model, data=data, max_length=16, cache_dir=str(tmp_path / "cache"))
+        fails(fine, tmp_path / "out", message, **kwargs)
+
     path = tmp_path / "rows.csv"
     path.write_text("sentence,label\n" + "".join(f"words {i},same\n" for i in range(20)))
-    fails(
-        lambda out, **kw: finetune.main(tiny_model, out, **kw),
-        tmp_path / "out",
-        f"column 'text' not found in the train split of {str(path)!r}; available columns: sentence, label",
-        data=path,
-        max_length=16,
-        cache_dir=str(tmp_path / "cache"),
+    finetune_fails(
+        path, f"column 'text' not found in the train split of {str(path)!r}; available columns: sentence, label"
     )
     unlabelled = tmp_path / "rows.jsonl"
     unlabelled.write_text("".join(json.dumps({"text": f"words {i}", "y": i % 2}) + "\n" for i in range(20)))
-    fails(
-        lambda out, **kw: finetune.main(tiny_model, out, **kw),
-        tmp_path / "out",
-        f"column 'label' not found in the train split of {str(unlabelled)!r}; available columns: text, y",
-        data=unlabelled,
-        max_length=16,
-        cache_dir=str(tmp_path / "cache"),
+    finetune_fails(
+        unlabelled, f"column 'label' not found in the train split of {str(unlabelled)!r}; available columns: text, y"
     )
-    fails(
-        lambda out, **kw: finetune.main(tiny_model, out, **kw),
-        tmp_path / "out",
+    finetune_fails(
+        path,
         f"label column 'label' of {str(path)!r} has a single class (['same']); classification needs at least two",
-        data=path,
         text_column="sentence",
-        max_length=16,
-        cache_dir=str(tmp_path / "cache"),
     )
 
 
