@@ -47,7 +47,7 @@ def save_consumer_model(folder: Path, preset: str = "tiny", seed: int = 0, **ove
     return model
 
 
-# Prepended to every script run by `run_without_gptforge`: removes the finders that locate gptforge (the editable
+# Prepended to every script run by `run_python(..., hide_gptforge=True)`: removes the finders that locate gptforge (the editable
 # install's), and proves that `import gptforge` fails, before the tool under test is imported.
 HIDE_GPTFORGE = r"""
 import importlib.util, sys

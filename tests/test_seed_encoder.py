@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
+from _consumers import HIDE_GPTFORGE
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers import AutoModel
 
@@ -205,15 +206,9 @@ def test_new_fields_survive_save_and_load(tmp_path):
         torch.testing.assert_close(loaded(ids).last_hidden_state, model(ids).last_hidden_state, rtol=0, atol=0)
 
 
-WITHOUT_GPTFORGE = r"""
-import importlib.util, sys
-from importlib.machinery import PathFinder
-
-for finder in list(sys.meta_path):
-    if finder is not PathFinder and getattr(finder, "find_spec", None) and finder.find_spec("gptforge", None):
-        sys.meta_path.remove(finder)
-assert importlib.util.find_spec("gptforge") is None, "gptforge is still importable"
-
+WITHOUT_GPTFORGE = (
+    HIDE_GPTFORGE
+    + r"""
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
@@ -226,6 +221,7 @@ with torch.no_grad():
     hidden = model(load_file(folder + "/ids.safetensors")["ids"]).last_hidden_state
 save_file({"hidden": hidden.contiguous()}, folder + "/remote.safetensors")
 """
+)
 
 
 def test_the_seed_encoder_loads_from_the_flat_remote_code_without_gptforge(tmp_path):
