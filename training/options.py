@@ -200,7 +200,7 @@ class DataOptions:
     cache_dir: str | None = option(None, "datasets cache folder (default: the datasets default)")
 
     def source_kwargs(self, seed: int) -> dict[str, Any]:
-        """The keywords `sources.load_source` / `load_texts` take besides the source itself."""
+        """The keywords `sources.load_data` / `load_source` take besides the source itself."""
         return dict(
             data_config=self.data_config,
             validation_split=self.validation_split,

@@ -511,17 +511,6 @@ def load_source(data: str | os.PathLike | None = None, **kwargs: Any) -> dataset
     return load_data(data, **kwargs).dataset
 
 
-def load_texts(
-    data: str | os.PathLike | None,
-    text_column: str,
-    *,
-    label_column: str | None = None,
-    **source_kwargs: Any,
-) -> datasets.DatasetDict:
-    """`load_data(...).dataset` for a text (and label) column."""
-    return load_data(data, text_column=text_column, label_column=label_column, **source_kwargs).dataset
-
-
 def require_columns(dataset: datasets.DatasetDict, columns: list[str], source: str) -> None:
     """`UsageError` naming the missing column and listing the ones that exist."""
     for split, part in dataset.items():
