@@ -202,6 +202,8 @@ def _trained_checkpoint(folder: Path) -> tuple[torch.nn.Module, torch.optim.Opti
     return model, optimizer
 
 
+# the conversion is one process on purpose: torch's "assuming ... a single process" warning stays out of the output
+@pytest.mark.filterwarnings("error:torch.distributed is:UserWarning")
 def test_checkpoint_layouts_convert_both_ways_exactly(tmp_path):
     """full -> sharded (what FSDP reads) -> full again gives back every weight and optimizer tensor bit for bit;
     the multi-process tests below resume such folders under FSDP and in one process."""

@@ -21,6 +21,9 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,15 @@ def resume_folder(checkpoint: Path, sharded_launch: bool, output_dir: Path) -> t
     return target, note
 
 
+@contextmanager
+def _in_this_process() -> Iterator[None]:
+    """Distributed checkpoints read and written by this one process (`no_dist`), which is what the conversion
+    means: torch warns on every such call, even when asked for it, and the warning would reach the run's output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is (disabled, )?unavailable or uninitialized")
+        yield
+
+
 def _copy_shared_files(source: Path, target: Path) -> None:
     """Everything but the weights, the optimizer and the marker: trainer state, scheduler, RNG, config, tokenizer."""
     skip = {MODEL_SHARDS, OPTIMIZER_SHARDS, "model.safetensors", "optimizer.pt", MARKER}
@@ -112,7 +124,8 @@ def sharded_to_full(source: Path, target: Path) -> None:
     gathered = {}
     for name, key in ((MODEL_SHARDS, "model"), (OPTIMIZER_SHARDS, "optimizer")):
         scratch = target / f".{name}.pt"
-        dcp_to_torch_save(source / name, scratch)
+        with _in_this_process():
+            dcp_to_torch_save(source / name, scratch)
         gathered[key] = torch.load(scratch, weights_only=True)[key]
         scratch.unlink()
     # clone: tied weights come back as one tensor under two names, which safetensors refuses to write
@@ -141,15 +154,17 @@ def full_to_sharded(source: Path, target: Path) -> None:
         # FSDP's state dict names a tied weight under both its names; the file keeps one
         for tied, origin in GPTForgeForCausalLM._tied_weights_keys.items():
             weights.setdefault(tied, weights[origin])
-    dcp.save({"model": weights}, storage_writer=dcp.FileSystemWriter(str(target / MODEL_SHARDS)), no_dist=True)
+    with _in_this_process():
+        dcp.save({"model": weights}, storage_writer=dcp.FileSystemWriter(str(target / MODEL_SHARDS)), no_dist=True)
     by_position = torch.load(source / "optimizer.pt", weights_only=True)
     order = [name for group in groups for name in group]
     state = {order[position]: value for position, value in by_position["state"].items()}
     named_groups = [
         {**group, "params": names} for group, names in zip(by_position["param_groups"], groups, strict=True)
     ]
-    dcp.save(
-        {"optimizer": {"state": state, "param_groups": named_groups}},
-        storage_writer=dcp.FileSystemWriter(str(target / OPTIMIZER_SHARDS)),
-        no_dist=True,
-    )
+    with _in_this_process():
+        dcp.save(
+            {"optimizer": {"state": state, "param_groups": named_groups}},
+            storage_writer=dcp.FileSystemWriter(str(target / OPTIMIZER_SHARDS)),
+            no_dist=True,
+        )
