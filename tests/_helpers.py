@@ -1,6 +1,15 @@
 """Test helpers shared by the test modules (import as `from _helpers import ...`; tests/ is on sys.path)."""
 
+import json
+from pathlib import Path
+
 from gptforge import GPTForgeConfig
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """One JSON object per line, as `datasets`' json loader reads them."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
 
 
 def tiny_config(preset: str = "tiny", **overrides) -> GPTForgeConfig:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import write_jsonl
 from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
@@ -58,11 +59,6 @@ def make_docs(n: int, seed: int = 0) -> list[str]:
         lines.append(f"    return {rng.choice(WORDS)}\n")
         docs.append("\n".join(lines))
     return docs
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from _helpers import write_jsonl
 
 from gptforge.scripts.evaluate import windows
 from gptforge.tokenization import train_tokenizer
@@ -24,11 +25,6 @@ DOCS = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n# note {i}: " + "word " 
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_tokenizer(DOCS * 3, 300)
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 # --- the embedded default: the standard library -------------------------------------------------------------------
