@@ -29,7 +29,7 @@ import os
 import shutil
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..training.errors import UsageError
 from ..training.options import DataOptions, TokenizeOptions, TrainerOptions, flag_of, option, typed_main
@@ -67,6 +67,10 @@ class PretrainOptions(TrainerOptions, TokenizeOptions, DataOptions):
     compile: bool = option(
         False,
         "torch.compile the whole model in the Trainer (faster steps after a first one that compiles; see README)",
+    )
+    optim: Literal["adamw", "muon"] = option(
+        "adamw",
+        "muon: Muon for the attention and MLP matrices, AdamW for the rest, both at --learning-rate (README, Muon)",
     )
     min_lr_ratio: float = option(0.1, "cosine decays to this fraction of the peak")
     eval_steps: int = option(100, "evaluate (loss, perplexity) every N steps")
@@ -160,6 +164,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     from ..training.config import apply_tokenizer, build_config, check_block_size, parse_overrides
     from ..training.folders import load_tokenizer, require_tokenizer_folder
     from ..training.metrics import MetricsCallback, plot_losses, read_metrics
+    from ..training.muon import muon_for_trainer
     from ..training.summary import keep_args_as_json
 
     distributed.check_launch()  # before anything: `accelerate launch --cpu` would train one process, not N
@@ -277,6 +282,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         eval_dataset=eval_blocks,
         data_collator=encoding.causal_lm_collator,
         processing_class=tok,
+        optimizer_cls_and_kwargs=muon_for_trainer(args) if options.optim == "muon" else None,
         callbacks=[
             MetricsCallback(metrics_path, tokens_per_example=options.block_size),
             CompleteCheckpointCallback(keep=options.save_total_limit),

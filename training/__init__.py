@@ -9,5 +9,6 @@
 - `options`: command options as dataclass fields, from which the flags and the typed `main`s derive;
 - `arguments`: one `TrainingArguments` factory for pretrain and finetune;
 - `checkpointing`: checkpoints that are complete or absent, and the Trainer that writes them;
+- `muon`: Muon for the hidden matrices with AdamW for the rest, as one optimizer Trainer builds and checkpoints;
 - `metrics`: the JSON-lines log, the loss plot, classification scores and the confusion matrix.
 """
