@@ -110,9 +110,9 @@ def run(root: Path, out: Path, *extra: str, **fault: str) -> subprocess.Complete
     )
 
 
-def kill_when_flagged(root: Path, out: Path, flag: Path, **fault: str) -> None:
+def kill_when_flagged(root: Path, out: Path, flag: Path, *extra: str, **fault: str) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", HARNESS, *argv(root, out)],
+        [sys.executable, "-c", HARNESS, *argv(root, out, *extra)],
         env=environment(FAULT_FLAG=str(flag), **fault),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -135,8 +135,8 @@ def assert_bit_identical(run_dir: Path, reference: Path) -> None:
         assert torch.equal(got[name], expected[name]), name
 
 
-def resume(root: Path, out: Path) -> str:
-    result = run(root, out, "--resume")
+def resume(root: Path, out: Path, *extra: str) -> str:
+    result = run(root, out, "--resume", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -147,6 +147,18 @@ def test_kill_9_mid_step_resumes_from_the_last_checkpoint_bit_identically(setup,
     kill_when_flagged(root, out, tmp_path / "flag", FAULT_PAUSE_IN_STEP="5")
     assert find_latest_checkpoint(out) == out / "checkpoint-4"
     assert "resuming from checkpoint-4" in resume(root, out)
+    assert_bit_identical(out, reference)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_step_with_muon_resumes_bit_identically(setup, tmp_path):
+    # Muon's momentum buffers and AdamW's moments both come back from optimizer.pt
+    root, _ = setup
+    reference = tmp_path / "reference"
+    assert run(root, reference, "--optim", "muon").returncode == 0
+    out = tmp_path / "run"
+    kill_when_flagged(root, out, tmp_path / "flag", "--optim", "muon", FAULT_PAUSE_IN_STEP="5")
+    assert "resuming from checkpoint-4" in resume(root, out, "--optim", "muon")
     assert_bit_identical(out, reference)
 
 
