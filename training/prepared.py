@@ -48,7 +48,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
     Not the post-processor (which special tokens `tokenizer(text)` adds): packing encodes without them, so the same
     vocabulary shares its blocks with or without BOS prepended (a run resumed with its checkpoint's tokenizer, which
-    prepends BOS, finds the blocks packed with the tokenizer the run started from).
+    prepends BOS, finds the blocks packed with the `--tokenizer` the run started from).
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
