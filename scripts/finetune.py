@@ -196,6 +196,7 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
             encoded = encoding.pack_for_causal_lm(
                 raw, tokenizer, length, options.text_column, num_proc=options.num_proc, source=source
             )
+            encoding.start_documents_with_bos(tokenizer)  # packed as pretraining packs: the folder says so too
     train_set = encoding.subsample(encoded["train"], options.max_train_samples, options.seed)
     eval_set = encoding.subsample(encoded["validation"], options.max_eval_samples, options.seed)
 

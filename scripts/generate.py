@@ -5,8 +5,10 @@ are given. They run in batches (`--batch-size`, left-padded). With a batch of on
 generated; with several prompts on a terminal, a live one-line preview per prompt is redrawn as tokens arrive and
 the full texts are printed at the end. Beam search cannot stream (Transformers' limit): its results print at the end.
 
-Each prompt is preceded by the BOS token (`<|endoftext|>`), as every document is in pretraining; `--no-bos` turns
-this off.
+Each prompt is preceded by one BOS token (`<|endoftext|>`), as every document is in pretraining. A pretrained
+folder's tokenizer adds it itself, so a prompt is encoded as `tokenizer(prompt)` (and with it `model.generate`,
+pipelines and lm-eval) encodes it; for a folder whose tokenizer does not add it (saved by an earlier gptforge, or
+another model's), generate puts it there. `--no-bos` turns it off either way.
 
 Usage:
     gptforge generate --model runs/demo/pretrain/final "def fibonacci(n):" "import os"
@@ -85,11 +87,14 @@ def main(options: GenerateOptions) -> list[dict[str, str]]:
     import torch
     from transformers import AutoModelForCausalLM, set_seed
 
-    from ..training.folders import load_tokenizer
+    from ..training.folders import adds_bos, load_tokenizer
     from .streaming import TerminalStreamer
 
     tokenizer = load_tokenizer(options.model)
     tokenizer.padding_side = "left"  # decoder-only: generation continues from the last position of every row
+    # BOS comes from the tokenizer when it adds it (one owner, the one every other path uses), else from here
+    own_bos = adds_bos(tokenizer)
+    prefix = tokenizer.bos_token if options.bos and not own_bos and tokenizer.bos_token else ""
     net = AutoModelForCausalLM.from_pretrained(options.model).eval()
     stop_ids = {i for i in [tokenizer.eos_token_id, tokenizer.pad_token_id] if i is not None}
 
@@ -109,8 +114,9 @@ def main(options: GenerateOptions) -> list[dict[str, str]]:
     results: list[dict[str, str]] = []
     for start in range(0, len(prompts), options.batch_size):
         batch = prompts[start : start + options.batch_size]
-        prefix = tokenizer.bos_token if options.bos and tokenizer.bos_token else ""
-        encoded = tokenizer([prefix + p for p in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = tokenizer(
+            [prefix + p for p in batch], return_tensors="pt", padding=True, add_special_tokens=options.bos and own_bos
+        )
         streamer = TerminalStreamer(tokenizer, stop_ids, stream=out) if can_stream else None
         if streamer is not None and len(batch) == 1:
             out.write(f"--- [{start}] ---\n{batch[0]}")

@@ -266,6 +266,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
             )
         apply_tokenizer(model_config, tok, override_values.get("vocab_size"))
         tok.model_max_length = model_config.max_position_embeddings
+        encoding.start_documents_with_bos(tok)  # the saved folder encodes a prompt as documents were packed
 
     # --- model ---
     set_seed(options.seed)

@@ -568,7 +568,7 @@ def test_evaluate_cli_and_exact_perplexity_on_short_documents(workdir, lm_run, c
     texts = list(load_source(short, cache_dir=str(workdir / "cache"))["train"]["text"])
     nll, count = 0.0, 0
     for text in texts:
-        ids = torch.tensor([[tok.bos_token_id] + tok.encode(text)])
+        ids = torch.tensor([[tok.bos_token_id] + tok.encode(text, add_special_tokens=False)])
         with torch.no_grad():
             logits = model(input_ids=ids).logits
         nll += torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum").item()

@@ -2,6 +2,8 @@
 
 - `pack_for_causal_lm`: tokenise and pack in one `datasets.map` pass (multi-process for many rows, written to
   memory-mapped Arrow files) into fixed-length int32 blocks, with EOS closing every document;
+- `start_documents_with_bos`: make a model folder's tokenizer put BOS before a text, as packing puts it (the
+  previous document's EOS, the same token) before a document;
 - `encode_for_classification`: truncated token ids plus integer labels; string labels are mapped to ids in sorted
   order and returned as `label_names` (the config's `id2label`).
 
@@ -40,6 +42,11 @@ def packer(tokenizer: Any, block_size: int, text_column: str = TEXT_COLUMN) -> A
     EOS closes every document: every row, except a row whose `continues` column says the next row carries on the
     same document (text files read in pieces). A batch's last partial block is dropped, as Transformers'
     `run_clm.py` does.
+
+    The packer alone places the special tokens of a block: it encodes without the tokenizer's own
+    (`add_special_tokens=False`), so a tokenizer that prepends BOS (`start_documents_with_bos`) packs the same
+    blocks as one that does not. With BOS and EOS the same token, the EOS closing a document is the BOS the next
+    one starts after.
     """
     eos = tokenizer.eos_token_id
 
@@ -56,6 +63,29 @@ def packer(tokenizer: Any, block_size: int, text_column: str = TEXT_COLUMN) -> A
         return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
 
     return pack
+
+
+def start_documents_with_bos(tokenizer: Any) -> bool:
+    """Make `tokenizer(text)` start with BOS, as the packer starts documents, when BOS is the EOS it closes them with.
+
+    A model folder then says how its model saw text: `tokenizer(prompt)`, and with it `model.generate`, pipelines,
+    lm-eval and `gptforge generate`, feeds BOS + prompt, as pretraining fed BOS + document. The flag lives in the
+    saved tokenizer.json (a `TemplateProcessing` post-processor), so every loader of the folder applies it. A
+    tokenizer whose BOS differs from its EOS (or that has none) is left as it is: pretraining never put that BOS
+    before a document. Returns whether the tokenizer now prepends BOS.
+    """
+    from .folders import adds_bos
+
+    if adds_bos(tokenizer):
+        return True
+    if tokenizer.bos_token_id is None or tokenizer.bos_token_id != tokenizer.eos_token_id:
+        return False
+    before = getattr(tokenizer, "add_bos_token", False)
+    tokenizer.add_bos_token = True
+    if adds_bos(tokenizer):
+        return True
+    tokenizer.add_bos_token = before  # a tokenizer class that keeps no such template: as it was
+    return False
 
 
 BLOCK_FEATURES = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
@@ -153,7 +183,12 @@ def encode_for_classification(
     label_column: str = LABEL_COLUMN,
     num_proc: int | None = None,
 ) -> datasets.DatasetDict:
-    """`input_ids` (truncated to `max_length`) and integer `labels` in `label_names` order."""
+    """`input_ids` (truncated to `max_length`) and integer `labels` in `label_names` order.
+
+    Texts are encoded as `tokenizer(text)` encodes them, special tokens included: BOS first when the folder's
+    tokenizer prepends it (a pretrained folder's does), so the classifier learns on what its users will feed it and
+    sees each text start as pretraining's documents did.
+    """
     index = {name: i for i, name in enumerate(label_names)}
     is_class_label = isinstance(dataset["train"].features[label_column], datasets.ClassLabel)
 

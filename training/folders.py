@@ -1,4 +1,4 @@
-"""Model folders: what kind of model a folder holds, loading its tokenizer, copying its tokenizer files."""
+"""Model folders: what kind of model a folder holds, loading its tokenizer (and what it adds), copying its files."""
 
 import json
 import os
@@ -58,3 +58,16 @@ def load_tokenizer(path: str | os.PathLike) -> Any:
     if tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether `tokenizer(text)` puts exactly one BOS before the text's own tokens.
+
+    Asked of the encoding, not of `tokenizer.add_bos_token`: a folder loaded as a plain `TokenizersBackend` (or
+    `PreTrainedTokenizerFast`) reports False while the template in its tokenizer.json still prepends BOS.
+    """
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return tokenizer("a")["input_ids"][: len(plain) + 1] == [bos, *plain]

@@ -10,6 +10,7 @@ is never taken for a finished one, and under `torchrun` the other processes find
     found = find_prepared(cache_dir, stamp, tokenizer, block_size) or prepare_blocks(cache_dir, stamp, loaded, ...)
 """
 
+import copy
 import hashlib
 import json
 import os
@@ -43,8 +44,20 @@ def cache_root(cache_dir: str | os.PathLike | None) -> Path:
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A hash of everything that decides the ids: vocabulary, merges, normalisation, pre-tokenisation, EOS."""
+    """A hash of everything that decides the packed ids: vocabulary, merges, normalisation, pre-tokenisation, EOS.
+
+    Not the post-processor (which special tokens `tokenizer(text)` adds): packing encodes without them, so the same
+    vocabulary shares its blocks with or without BOS prepended (a run resumed with its checkpoint's tokenizer, which
+    prepends BOS, finds the blocks packed with the `--tokenizer` the run started from).
+    """
     backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        from tokenizers import processors
+
+        backend = copy.deepcopy(backend)
+        # the template of a tokenizer that adds nothing (as `train_tokenizer` makes them by default): such a
+        # tokenizer keeps the key its blocks were prepared under
+        backend.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1", special_tokens=[])
     definition = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
     return hashlib.sha256(f"{definition}\n{tokenizer.eos_token_id}".encode()).hexdigest()
 
