@@ -47,12 +47,15 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import can_return_tuple
+from transformers.utils import can_return_tuple, is_torch_flex_attn_available
 from transformers.utils.output_capturing import capture_outputs
 
 from ..configuration.configuration_gptforge import GPTForgeConfig
 from .checks_gptforge import check_inputs, check_loaded_keys, check_positions, loading_error
 from .loss_gptforge import chunked_causal_lm_loss
+
+if is_torch_flex_attn_available():
+    from torch.nn.attention.flex_attention import BlockMask
 
 # Below this release a forward that never sees `cache=` decodes wrongly without an error, so refuse at import time.
 MIN_TRANSFORMERS = (5, 24)
@@ -269,6 +272,45 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
+# Keys per row that torch's CPU flex-attention kernel handles in whole vectors; see `pad_keys_for_cpu_flex`.
+CPU_FLEX_KEY_MULTIPLE = 16
+
+
+def pad_keys_for_cpu_flex(
+    key: torch.Tensor, value: torch.Tensor, block_mask: "BlockMask"
+) -> tuple[torch.Tensor, torch.Tensor, "BlockMask"]:
+    """Pad keys and values to a multiple of 16 for flex attention on CPU, the padding masked out.
+
+    The CPU kernel Inductor generates from AVX2 vectors (torch 2.13) applies the mask function to a key block whose
+    length is 8 more than a multiple of 16 past the end of each row of scores: the first call of a process with such
+    a length (a packed row of 5 + 9 + 3 + 7 tokens, say) returned NaN or logits off by whole units, run to run, while
+    AVX-512 code and other lengths were right (tests/test_packing_and_serving_contract.py runs it in fresh processes).
+    Padded keys never cross a 128-token block, so the block mask keeps its blocks and only learns the new length.
+    """
+    kv_len = key.shape[-2]
+    pad = -kv_len % CPU_FLEX_KEY_MULTIPLE
+    if pad == 0:
+        return key, value, block_mask
+    mask_mod = block_mask.mask_mod
+
+    def within_keys(batch_idx, head_idx, q_idx, kv_idx):
+        # the clamp keeps the wrapped function's own indexing in range: Transformers' packed-row mask reads
+        # `position_ids[b, kv_idx]` without a bound, which compiled code checks and refuses past the row
+        return (kv_idx < kv_len) & mask_mod(batch_idx, head_idx, q_idx, kv_idx.clamp(max=kv_len - 1))
+
+    padded_mask = BlockMask.from_kv_blocks(
+        block_mask.kv_num_blocks,
+        block_mask.kv_indices,
+        block_mask.full_kv_num_blocks,
+        block_mask.full_kv_indices,
+        BLOCK_SIZE=block_mask.BLOCK_SIZE,
+        mask_mod=within_keys,
+        seq_lengths=(block_mask.seq_lengths[0], kv_len + pad),
+    )
+    pad_keys = (0, 0, 0, pad)  # (head_dim: none, keys: `pad` at the end)
+    return nn.functional.pad(key, pad_keys), nn.functional.pad(value, pad_keys), padded_mask
+
+
 class GPTForgeAttention(nn.Module):
     """Multi-head, grouped-query or multi-query attention; causal or bidirectional; with or without RoPE."""
 
@@ -317,6 +359,8 @@ class GPTForgeAttention(nn.Module):
         # only the eager computation has weights to return; the model builds the eager mask when they are recorded
         implementation = "eager" if kwargs.get("output_attentions") else self.config._attn_implementation
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        if implementation == "flex_attention" and key_states.device.type == "cpu" and attention_mask is not None:
+            key_states, value_states, attention_mask = pad_keys_for_cpu_flex(key_states, value_states, attention_mask)
         attn_output, attn_weights = attention_interface(
             self,
             query_states,

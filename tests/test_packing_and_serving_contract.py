@@ -12,6 +12,10 @@ machine, so `varlen_attention` below stands in for theirs: it splits the row at 
 """
 
 import json
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -47,6 +51,51 @@ def test_a_packed_row_attends_within_each_document(arch, attn):
         unpacked = model(input_ids=input_ids, use_cache=False).logits[0]
     torch.testing.assert_close(packed, alone, rtol=0, atol=1e-5)
     assert (unpacked[DOC_LENGTHS[0] :] - alone[DOC_LENGTHS[0] :]).abs().max() > 1e-3
+
+
+# The first flex call of a process compiles its kernel; the rows above run after other tests compiled theirs.
+FIRST_FLEX_CALL = """
+import json, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from _helpers import arch_config
+from test_packing_and_serving_contract import packed_documents
+from gptforge import GPTForgeForCausalLM
+
+torch.manual_seed(0)
+model = GPTForgeForCausalLM(arch_config("llama")).eval()
+model.set_attn_implementation("flex_attention")
+docs, input_ids, position_ids = packed_documents(model.config.vocab_size)
+with torch.no_grad():
+    packed = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits[0]
+    model.set_attn_implementation("sdpa")  # a packed row under sdpa equals its documents alone (the test above)
+    reference = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits[0]
+error = (packed - reference).abs().max().item()
+json.dump({"finite": bool(packed.isfinite().all()), "error": error}, open(sys.argv[2], "w"))
+"""
+
+
+def test_the_first_packed_flex_call_of_a_fresh_process_attends_within_each_document(tmp_path):
+    """A packed row of 24 keys (5 + 9 + 3 + 7), the first flex call in each of two fresh processes with empty
+    Inductor caches. torch's CPU flex kernel built from AVX2 code mis-masks key blocks 8 past a multiple of 16, in
+    most fresh processes (NaN or logits off by whole units); `pad_keys_for_cpu_flex` pads them. On x86 the processes
+    are told to build AVX2 code (`ATEN_CPU_CAPABILITY`), so AVX-512 machines run the failing kernel too."""
+    assert sum(DOC_LENGTHS) % 16 == 8
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if platform.machine() in ("x86_64", "AMD64"):
+        env["ATEN_CPU_CAPABILITY"] = "avx2"
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    runs = []
+    for i in range(2):
+        env_i = {**env, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"inductor-{i}")}
+        out = tmp_path / f"run-{i}.json"
+        cmd = [sys.executable, "-c", FIRST_FLEX_CALL, tests_dir, str(out)]
+        runs.append((subprocess.Popen(cmd, env=env_i, stderr=subprocess.PIPE, text=True), out))
+    for process, out in runs:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-4000:]
+        result = json.loads(out.read_text())
+        assert result["finite"] and result["error"] < 1e-5, result
 
 
 def test_a_packed_row_trains_with_the_loss_of_its_documents():
