@@ -111,7 +111,6 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
 
     from ..training import corpus, encoding, sources
     from ..training.arguments import training_arguments
-    from ..training.checkpointing import CompleteCheckpointCallback, GPTForgeTrainer
     from ..training.config import check_block_size
     from ..training.folders import load_tokenizer
     from ..training.lora import apply_lora
@@ -124,6 +123,7 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
         plot_confusion,
         plot_losses,
     )
+    from ..training.trainer import CompleteCheckpointCallback, GPTForgeTrainer
 
     if options.task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {options.task!r}")

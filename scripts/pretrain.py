@@ -150,17 +150,12 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     from ..configuration import GPTForgeConfig
     from ..training import distributed, encoding, prepared, resharding, sources
     from ..training.arguments import training_arguments
-    from ..training.checkpointing import (
-        CompleteCheckpointCallback,
-        GPTForgeTrainer,
-        find_latest_checkpoint,
-        list_checkpoints,
-        remove_unfinished,
-    )
+    from ..training.checkpointing import find_latest_checkpoint, list_checkpoints, remove_unfinished
     from ..training.config import apply_tokenizer, build_config, check_block_size, parse_overrides
     from ..training.folders import load_tokenizer, require_tokenizer_folder
     from ..training.metrics import MetricsCallback, plot_losses, read_metrics
     from ..training.summary import keep_args_as_json
+    from ..training.trainer import CompleteCheckpointCallback, GPTForgeTrainer
 
     distributed.check_launch()  # before anything: `accelerate launch --cpu` would train one process, not N
     out = Path(options.output_dir)
