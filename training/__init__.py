@@ -11,5 +11,6 @@
 - `checkpointing`: checkpoints that are complete or absent (the completion marker, finding, verifying);
 - `distributed`, `resharding`: launch checks, FSDP2 on CPU processes, checkpoints across engines and world sizes;
 - `trainer`: `GPTForgeTrainer` and the callback that marks its checkpoints complete;
+- `resume`: what `--resume` and `--overwrite` do to a run folder, and what a resumed run keeps;
 - `metrics`: the JSON-lines log, the loss plot, classification scores and the confusion matrix.
 """
