@@ -4,19 +4,20 @@ import json
 from collections import Counter
 from itertools import chain
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
 import pytest
 from _helpers import write_jsonl
 
-from gptforge.scripts.evaluate import windows
 from gptforge.tokenization import train_tokenizer
 from gptforge.training import corpus as corpus_lib
 from gptforge.training import encoding, sources
 from gptforge.training.checkpointing import find_latest_checkpoint, mark_complete
 from gptforge.training.config import parse_overrides
 from gptforge.training.errors import UsageError
+from gptforge.training.evaluation import window_sizes, windows
 from gptforge.training.metrics import classification_scores, confusion_matrix
 from gptforge.training.resume import prepare_run_folder
 
@@ -277,6 +278,16 @@ def test_sliding_windows_score_every_token_once_with_context(length, block, stri
     scored = [p for _, end, first in spans for p in range(first, end)]
     assert scored == list(range(1, length))
     assert all(end - start <= block and first > start for start, end, first in spans)
+
+
+def test_window_sizes_default_to_the_model_and_refuse_what_it_cannot_read():
+    assert window_sizes(SimpleNamespace(max_position_embeddings=64), None, None) == (64, 32)
+    assert window_sizes(SimpleNamespace(max_position_embeddings=4096), None, None) == (1024, 512)
+    assert window_sizes(SimpleNamespace(max_position_embeddings=64), 1, None) == (1, 1)
+    with pytest.raises(UsageError, match=r"block_size=100 is larger than the model's max_position_embeddings=64"):
+        window_sizes(SimpleNamespace(max_position_embeddings=64), 100, None)
+    with pytest.raises(UsageError, match=r"^--stride must be in \(0, block_size=32\], got 40$"):
+        window_sizes(SimpleNamespace(max_position_embeddings=64), 32, 40)
 
 
 def test_classification_scores_against_hand_computed():

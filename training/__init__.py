@@ -12,5 +12,6 @@
 - `distributed`, `resharding`: launch checks, FSDP2 on CPU processes, checkpoints across engines and world sizes;
 - `trainer`: `GPTForgeTrainer` and the callback that marks its checkpoints complete;
 - `resume`: what `--resume` and `--overwrite` do to a run folder, and what a resumed run keeps;
+- `evaluation`: perplexity on texts, with a sliding window over texts longer than the context;
 - `metrics`: the JSON-lines log, the loss plot, classification scores and the confusion matrix.
 """
