@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .remote_code import FLAT_MODULES
+from .run_files import METRICS_FILE, TRAINING_SUMMARY_FILE
 
 # architecture suffix -> (pipeline tag, Auto class used in the card's snippet)
 _PIPELINE_BY_SUFFIX = {
@@ -24,8 +25,6 @@ _PIPELINE_BY_SUFFIX = {
     "Model": ("feature-extraction", "AutoModel"),
 }
 
-TRAINING_SUMMARY_FILE = "training_summary.json"
-METRICS_FILE = "metrics.jsonl"
 # keys of training_summary.json that go to the card's front matter rather than its training table
 _CARD_METADATA_KEYS = ("base_model", "datasets", "license")
 # summary entries that are local paths: never published

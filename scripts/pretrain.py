@@ -83,6 +83,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     """
     from transformers import AutoModelForCausalLM, set_seed
 
+    from ..run_files import FINAL_DIR, LOSS_PLOT, METRICS_FILE, TOKENIZER_DIR, TRAINING_SUMMARY_FILE
     from ..training import distributed, encoding, prepared, resharding, resume, sources
     from ..training.arguments import training_arguments
     from ..training.checkpointing import find_latest_checkpoint, remove_unfinished
@@ -94,8 +95,8 @@ def main(options: PretrainOptions) -> dict[str, Any]:
 
     distributed.check_launch()  # before anything: `accelerate launch --cpu` would train one process, not N
     out = Path(options.output_dir)
-    metrics_path, png_path, final_dir = out / "metrics.jsonl", out / "loss.png", out / "final"
-    own_tokenizer = out / "tokenizer"
+    metrics_path, png_path, final_dir = out / METRICS_FILE, out / LOSS_PLOT, out / FINAL_DIR
+    own_tokenizer = out / TOKENIZER_DIR
     source = sources.describe_source(options.data)
 
     # --- checks that need nothing loaded ---
@@ -232,7 +233,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         if resume_path is not None and resume_path != resume_from:
             shutil.rmtree(resume_path, ignore_errors=True)  # the rewritten copy served its one resume
         # Trainer pickles its arguments beside the model; a published folder holds nothing pickled, so they are
-        # kept as JSON instead (training_args.json)
+        # kept as JSON instead (TRAINING_ARGS_FILE)
         keep_args_as_json(args, final_dir)
         plot_losses(metrics_path, png_path, title=f"pretraining {out}")
     evals = [r for r in read_metrics(metrics_path) if "eval_loss" in r]
@@ -254,7 +255,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     if trainer.is_world_process_zero():
         # the figures a model card quotes (`gptforge push`); local paths stay out of a published folder
         published = {k: v for k, v in summary.items() if k not in ("output_dir", "final_dir")}
-        (final_dir / "training_summary.json").write_text(json.dumps(published, indent=2) + "\n", encoding="utf-8")
+        (final_dir / TRAINING_SUMMARY_FILE).write_text(json.dumps(published, indent=2) + "\n", encoding="utf-8")
         print(
             f"done: step {summary['global_step']}, {summary['tokens_seen']:,} tokens, "
             f"validation loss {summary['eval_loss']:.4f} (perplexity {summary['eval_perplexity']:.2f}); "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from ..configuration import PRESETS, GPTForgeConfig
+from ..run_files import FINAL_DIR, LOSS_PLOT, METRICS_FILE, TOKENIZER_DIR
 from .checkpointing import find_latest_checkpoint, list_checkpoints
 from .distributed import check_resume_world_size, sharded_fsdp_launch
 from .errors import UsageError
@@ -41,7 +42,7 @@ def prepare_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Path | No
     `UsageError` when `out` holds a run and neither flag was given, or `resume` finds no complete checkpoint;
     `overwrite` (without `resume`) deletes the run's checkpoints, final model, tokenizer, metrics and plot.
     """
-    final_dir, metrics_path = out / "final", out / "metrics.jsonl"
+    final_dir, metrics_path = out / FINAL_DIR, out / METRICS_FILE
     existing = list_checkpoints(out)
     run_files = [p.name for p in (*(folder for _, folder in existing), final_dir, metrics_path) if p.exists()]
     if run_files and not resume:
@@ -53,7 +54,7 @@ def prepare_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Path | No
         # ignore_errors / missing_ok: under torchrun every process runs this at once
         for folder in [folder for _, folder in existing] + list(out.glob(".resume-checkpoint-*")):
             shutil.rmtree(folder, ignore_errors=True)
-        for stale in (final_dir, out / "tokenizer", metrics_path, out / "loss.png"):
+        for stale in (final_dir, out / TOKENIZER_DIR, metrics_path, out / LOSS_PLOT):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     # any number of processes may have written it: the checkpoint's own RNG files are what must be complete
     resume_from = find_latest_checkpoint(out) if resume else None
