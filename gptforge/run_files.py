@@ -9,6 +9,7 @@
     OUT/checkpoints/              CHECKPOINTS_DIR: finetune's checkpoints (pretrain's sit in OUT itself)
     OUT/base/                     BASE_DIR: finetune's conversion of a native GPT-2 or Llama folder
     OUT/adapter/                  ADAPTER_DIR: finetune --lora's PEFT adapter
+        adapter_config.json       ADAPTER_CONFIG: PEFT's config, which tells an adapter folder from a model folder
     OUT/confusion.png             CONFUSION_PLOT: a classifier's validation confusion matrix
     OUT/results.json              RESULTS_FILE: finetune's final figures
 
@@ -25,5 +26,6 @@ TOKENIZER_DIR = "tokenizer"
 CHECKPOINTS_DIR = "checkpoints"
 BASE_DIR = "base"
 ADAPTER_DIR = "adapter"
+ADAPTER_CONFIG = "adapter_config.json"
 CONFUSION_PLOT = "confusion.png"
 RESULTS_FILE = "results.json"
