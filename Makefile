@@ -23,15 +23,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# mypy finds modules by folder: it checks a tree of links that places configuration/, modeling/ and tokenization/
-# inside gptforge/, as the package-dir mapping of pyproject.toml does when installed.
+# mypy finds modules by folder: it checks a tree of links that places each sub-package's folder (configuration/,
+# training/, scripts/, ...) inside gptforge/, as `[tool.setuptools.package-dir]` in pyproject.toml maps them when
+# installed. The sub-packages are read from that table, so a new folder is type-checked once it is mapped there.
 TYPECHECK := $(VENV)/typecheck
+LINK_SUBPACKAGES := import sys, tomllib, pathlib; dirs = tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["package-dir"]; [pathlib.Path(sys.argv[1], *name.split(".")).symlink_to(pathlib.Path(folder).resolve()) for name, folder in dirs.items() if "." in name]
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	rm -rf $(TYPECHECK)/gptforge && mkdir -p $(TYPECHECK)/gptforge
-	ln -s $(CURDIR)/gptforge/* $(CURDIR)/configuration $(CURDIR)/modeling $(CURDIR)/tokenization $(TYPECHECK)/gptforge/
+	ln -s $(CURDIR)/gptforge/* $(TYPECHECK)/gptforge/
+	$(BIN)/python -c '$(LINK_SUBPACKAGES)' $(TYPECHECK)
 	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p gptforge
 
 format: $(STAMP)

@@ -179,7 +179,7 @@ def _vocab(folder: Path, vocab_size: int, gguf) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
-def export_gguf(folder: str | Path, out: str | Path, outtype: str = "f16") -> Path:
+def export_gguf(folder: str | os.PathLike[str], out: str | os.PathLike[str], outtype: str = "f16") -> Path:
     """Write the gptforge causal LM in `folder` (weights and tokenizer) to the GGUF file `out`; returns its path.
 
     `outtype` is `f32`, `f16`, `bf16` or `q8_0` (llama.cpp's `--outtype`). The file is written next to `out` under a

@@ -1,8 +1,11 @@
-"""The model card (README.md) `gptforge push` writes when a saved folder has none.
+"""The model cards (README.md) `gptforge push` writes when a saved folder has none; every card is written here.
 
-Front matter for the Hub (library, pipeline tag, license, datasets, base model), the architecture read from
-`config.json`, the training figures recorded with the model, and how to load it with and without gptforge,
-including what `trust_remote_code=True` runs (the flat files of `gptforge.remote_code`).
+`model_card`, for a gptforge folder: front matter for the Hub (library, pipeline tag, license, datasets, base model),
+the architecture read from `config.json`, the training figures recorded with the model, and how to load it with and
+without gptforge, including what `trust_remote_code=True` runs (the flat files of `gptforge.remote_code`).
+`native_card` is the short card of a native Transformers folder (`gptforge export`), `adapter_card` that of a PEFT
+adapter (`finetune --lora`); `card_for_folder` picks the one a folder needs. The front matter is written by a YAML
+emitter (`yaml.safe_dump`), so a value holding a colon, a quote or a newline reads back as written.
 """
 
 import json
@@ -13,7 +16,9 @@ from typing import Any
 
 import yaml
 
+from . import MODEL_TYPE
 from .remote_code import FLAT_MODULES
+from .run_files import ADAPTER_CONFIG, METRICS_FILE, TRAINING_SUMMARY_FILE
 
 # architecture suffix -> (pipeline tag, Auto class used in the card's snippet)
 _PIPELINE_BY_SUFFIX = {
@@ -24,8 +29,6 @@ _PIPELINE_BY_SUFFIX = {
     "Model": ("feature-extraction", "AutoModel"),
 }
 
-TRAINING_SUMMARY_FILE = "training_summary.json"
-METRICS_FILE = "metrics.jsonl"
 # keys of training_summary.json that go to the card's front matter rather than its training table
 _CARD_METADATA_KEYS = ("base_model", "datasets", "license")
 # summary entries that are local paths: never published
@@ -145,6 +148,11 @@ def _architecture_rows(config: Any, architecture: str, parameters: int | None) -
     ]
 
 
+def _front_matter(front: Mapping[str, Any]) -> str:
+    """The card's YAML front matter between its `---` lines."""
+    return "---\n" + yaml.safe_dump(dict(front), sort_keys=False, allow_unicode=True) + "---"
+
+
 def _table(rows: Iterable[tuple[str, str]], header: tuple[str, str]) -> str:
     def cell(text: str) -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")
@@ -219,7 +227,7 @@ def model_card(
         use = 'print(pipe("An example input"))'
 
     sections = [
-        "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---",
+        _front_matter(front),
         f"# {repo}",
         f"A `{architecture}` model built and trained with gptforge"
         + (f", fine-tuned from `{base_model}`." if base_model else "."),
@@ -250,12 +258,108 @@ def model_card(
     return "\n\n".join(sections) + "\n"
 
 
+def native_card(
+    model_type: str | None,
+    repo_id: str,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+) -> str:
+    """A short README.md for a native Transformers folder (a `gptforge export`): it loads without remote code."""
+    front: dict[str, Any] = {
+        "library_name": "transformers",
+        "license": license or "apache-2.0",
+        "pipeline_tag": "text-generation",
+        "tags": ["gptforge", model_type],
+    }
+    if datasets:
+        front["datasets"] = list(datasets)
+    if base_model:
+        front["base_model"] = base_model
+    body = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"A gptforge model exported as a native Transformers `{model_type}` model: it loads with the Auto classes "
+        "and needs no remote code.",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+        "```",
+    ]
+    return _front_matter(front) + "\n\n" + "\n".join(body) + "\n"
+
+
+def adapter_card(
+    folder: str | os.PathLike,
+    repo_id: str,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+) -> str:
+    """A short README.md for a PEFT adapter folder: the base it needs (from `base_model`; the adapter's own
+    `base_model_name_or_path` is usually a local path, which would mean nothing on the Hub) and how to load it."""
+    adapter = json.loads((Path(folder) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = base_model or "BASE_MODEL"
+    auto_class = (
+        "AutoModelForSequenceClassification" if adapter.get("task_type") == "SEQ_CLS" else "AutoModelForCausalLM"
+    )
+    front: dict[str, Any] = {
+        "library_name": "peft",
+        "license": license or "apache-2.0",
+        "tags": ["gptforge", "lora"],
+    }
+    if datasets:
+        front["datasets"] = list(datasets)
+    if base_model:
+        front["base_model"] = base_model
+    body = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"A PEFT {adapter.get('peft_type', 'LoRA')} adapter (task {adapter.get('task_type')}, rank {adapter.get('r')}) "
+        "for a gptforge model, written by `gptforge finetune --lora`.",
+        "",
+        "```python",
+        "import gptforge  # or pass trust_remote_code=True to from_pretrained",
+        "from peft import PeftModel",
+        f"from transformers import {auto_class}",
+        "",
+        f'base = {auto_class}.from_pretrained("{base}")',
+        f'model = PeftModel.from_pretrained(base, "{repo_id}")',
+        "```",
+    ]
+    return _front_matter(front) + "\n\n" + "\n".join(body) + "\n"
+
+
+def card_for_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+) -> str:
+    """The card a saved folder needs: `adapter_card` for a PEFT adapter (no config.json), `model_card` for a gptforge
+    model, `native_card` for any other Transformers model (what `gptforge export` writes)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        return adapter_card(folder, repo_id, license=license, datasets=datasets, base_model=base_model)
+    model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    if model_type == MODEL_TYPE:
+        return model_card(folder, repo_id=repo_id, license=license, datasets=datasets, base_model=base_model)
+    return native_card(model_type, repo_id, license=license, datasets=datasets, base_model=base_model)
+
+
 __all__ = [
     "METRICS_FILE",
     "TRAINING_SUMMARY_FILE",
     "TRUST_REMOTE_CODE_NOTE",
+    "adapter_card",
+    "card_for_folder",
     "count_parameters",
     "model_card",
+    "native_card",
     "read_training_figures",
     "summarize_metrics",
 ]

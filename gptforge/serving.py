@@ -22,6 +22,7 @@ imports this module, which imports gptforge and registers its classes there too.
 This module needs the `serving` extra (`pip install 'gptforge[serving]'`, i.e. `transformers[serving]`).
 """
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ class GPTForgeServe(Serve):
         super().run(*args, **kwargs)
 
 
-def check_servable(folder: str | Path) -> Path:
+def check_servable(folder: str | os.PathLike[str]) -> Path:
     """`folder` as a path, if it holds a gptforge causal LM; a `ValueError` saying what it holds otherwise."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
@@ -108,7 +109,7 @@ def check_servable(folder: str | Path) -> Path:
 
 
 def serve(
-    folder: str | Path,
+    folder: str | os.PathLike[str],
     host: str = "127.0.0.1",
     port: int = 8000,
     continuous_batching: bool = False,

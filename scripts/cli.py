@@ -19,7 +19,8 @@ import importlib
 import logging
 import os
 import sys
-from typing import Any, NoReturn
+from collections.abc import Iterable
+from typing import Any, NoReturn, TypeVar, overload
 
 from ..training.errors import UsageError
 from ..training.options import add_dataclass_arguments, from_namespace
@@ -38,6 +39,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "demo",
 }
 USAGE_EXIT, RUNTIME_EXIT, INTERRUPT_EXIT = 2, 1, 130
+_N = TypeVar("_N")  # the namespace object argparse fills (argparse.Namespace unless one is given)
 # exceptions reported as one line (exit 1); anything else is a bug and keeps its traceback
 RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, ImportError)
 # Packages that Transformers and PEFT import when they are installed log warnings at import time that say nothing
@@ -53,7 +55,14 @@ class ArgumentParser(argparse.ArgumentParser):
         report(f"{message} (see '{self.prog} --help')")
         sys.exit(USAGE_EXIT)
 
-    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+    @overload
+    def parse_args(self, args: Iterable[str] | None = None, namespace: None = None) -> argparse.Namespace: ...
+    @overload
+    def parse_args(self, args: Iterable[str] | None, namespace: _N) -> _N: ...
+    @overload
+    def parse_args(self, *, namespace: _N) -> _N: ...
+
+    def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
         # unknown flags reach the top-level parser: point at the subcommand's help, where the right ones are
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:

@@ -75,6 +75,7 @@ class FinetuneOptions(TrainerOptions, TokenizeOptions, DataOptions):
 
 def resolve_model_folder(model: str | os.PathLike, output_dir: Path) -> Path:
     """A gptforge folder for `model`: itself, or its conversion (OUT/base) when it is a native GPT-2/Llama folder."""
+    from ..run_files import BASE_DIR
     from ..training.folders import SUPPORTED_MODEL_TYPES, source_model_type
     from .convert import main as convert
 
@@ -82,7 +83,7 @@ def resolve_model_folder(model: str | os.PathLike, output_dir: Path) -> Path:
     if model_type == "gptforge":
         return Path(model)
     if model_type in SUPPORTED_MODEL_TYPES:
-        base = output_dir / "base"
+        base = output_dir / BASE_DIR
         print(f"{str(model)!r} is a native {model_type} folder: converting it into {base}")
         convert(model, base)
         return base
@@ -109,9 +110,18 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
         set_seed,
     )
 
+    from ..run_files import (
+        ADAPTER_DIR,
+        CHECKPOINTS_DIR,
+        CONFUSION_PLOT,
+        FINAL_DIR,
+        LOSS_PLOT,
+        METRICS_FILE,
+        RESULTS_FILE,
+        TRAINING_SUMMARY_FILE,
+    )
     from ..training import corpus, encoding, sources
     from ..training.arguments import training_arguments
-    from ..training.checkpointing import CompleteCheckpointCallback, GPTForgeTrainer
     from ..training.config import check_block_size
     from ..training.folders import load_tokenizer
     from ..training.lora import apply_lora
@@ -124,6 +134,7 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
         plot_confusion,
         plot_losses,
     )
+    from ..training.trainer import CompleteCheckpointCallback, GPTForgeTrainer
 
     if options.task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {options.task!r}")
@@ -147,7 +158,7 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
         learning_rate = 1e-3 if options.lora else 3e-4
 
     args = training_arguments(
-        out / "checkpoints",
+        out / CHECKPOINTS_DIR,
         options,
         learning_rate=learning_rate,
         lr_scheduler_type="cosine",
@@ -235,7 +246,7 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
         processing_class=tokenizer,
         compute_metrics=compute_metrics if options.task == "classify" else None,
         callbacks=[
-            MetricsCallback(out / "metrics.jsonl", tokens_per_example=length if options.task != "classify" else None),
+            MetricsCallback(out / METRICS_FILE, tokens_per_example=length if options.task != "classify" else None),
             EpochReport(),
             CompleteCheckpointCallback(keep=1),
         ],
@@ -252,7 +263,7 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
     # --- final evaluation, figures, artefacts ---
     results: dict[str, Any] = {
         "output_dir": str(out),
-        "final_dir": str(out / "final"),
+        "final_dir": str(out / FINAL_DIR),
         "task": options.task,
         "lora": options.lora,
         "held_out": held_out,
@@ -278,29 +289,29 @@ def main(options: FinetuneOptions) -> dict[str, Any]:
         plot_confusion(
             matrix,
             label_names,
-            out / "confusion.png",
+            out / CONFUSION_PLOT,
             title=f"validation: accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}",
         )
     else:
         metrics = trainer.evaluate()
         results.update(eval_loss=metrics["eval_loss"], eval_perplexity=perplexity(metrics["eval_loss"]))
-    plot_losses(out / "metrics.jsonl", out / "loss.png", title=f"fine-tuning ({options.task})")
+    plot_losses(out / METRICS_FILE, out / LOSS_PLOT, title=f"fine-tuning ({options.task})")
 
-    final_dir = out / "final"
+    final_dir = out / FINAL_DIR
     if options.lora:
-        trainer.model.save_pretrained(out / "adapter")
+        trainer.model.save_pretrained(out / ADAPTER_DIR)
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(final_dir)
-        results["adapter_dir"] = str(out / "adapter")
+        results["adapter_dir"] = str(out / ADAPTER_DIR)
     else:
         trainer.model.save_pretrained(final_dir)
     tokenizer.save_pretrained(final_dir)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     # the figures a model card quotes (`gptforge push`); `base_model` only when it names a Hub repo, not a local path
     published = {k: v for k, v in results.items() if k not in ("output_dir", "final_dir", "adapter_dir")}
     if not Path(folder).exists():
         published["base_model"] = str(folder)
-    (final_dir / "training_summary.json").write_text(json.dumps(published, indent=2) + "\n", encoding="utf-8")
+    (final_dir / TRAINING_SUMMARY_FILE).write_text(json.dumps(published, indent=2) + "\n", encoding="utf-8")
 
     if options.task == "classify":
         print(

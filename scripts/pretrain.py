@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..training.errors import UsageError
-from ..training.options import DataOptions, TokenizeOptions, TrainerOptions, flag_of, option, typed_main
+from ..training.options import DataOptions, TokenizeOptions, TrainerOptions, option, typed_main
 
 HELP = "pretrain a causal LM (preset/config/--set) with Trainer: warmup+cosine AdamW, checkpoints, --resume"
 # `GPTForgeConfig.list_presets()`, spelled out so the flags need no torch (a test keeps the two equal)
@@ -78,70 +78,6 @@ class PretrainOptions(TrainerOptions, TokenizeOptions, DataOptions):
     save_total_limit: int | None = option(3, "keep at most this many checkpoints")
 
 
-# the flags whose value a resumed run does not use: the checkpoint's own config and tokenizer win
-IGNORED_ON_RESUME = ("overwrite", "preset", "config", "overrides", "tokenizer", "tokenizer_vocab_size")
-
-
-def ignored_on_resume(options: PretrainOptions) -> list[str]:
-    """The flags given (not left at their default) that `--resume` from a checkpoint does not use."""
-    defaults = PretrainOptions(output_dir=options.output_dir)
-    return [
-        flag_of(PretrainOptions, name)
-        for name in IGNORED_ON_RESUME
-        if getattr(options, name) not in (getattr(defaults, name), [], {})
-    ]
-
-
-# config fields a tokenizer decides (`apply_tokenizer`), not the preset or the config file
-TOKENIZER_FIELDS = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
-
-
-def conflicts_on_resume(
-    options: PretrainOptions, overrides: dict[str, Any], saved: Any, checkpoint: Path
-) -> list[str]:
-    """Each model flag whose value differs from the checkpoint's, with the fields that differ."""
-
-    def differ(values: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
-        """`field (saved in the checkpoint, asked)` for each scalar field whose value differs."""
-        found = []
-        for key, value in values.items():
-            held = getattr(saved, key, None)
-            scalar = (str, int, float, bool, type(None))
-            if key not in skip and isinstance(value, scalar) and isinstance(held, scalar) and held != value:
-                found.append(f"{key}: {held!r} in the checkpoint, {value!r} asked")
-        return found
-
-    from ..configuration import PRESETS
-
-    conflicts = []
-    if options.preset is not None and (fields := differ(PRESETS[options.preset], TOKENIZER_FIELDS)):
-        conflicts.append(f"--preset {options.preset} ({', '.join(fields)})")
-    if options.config is not None:
-        path = Path(options.config)
-        values = json.loads((path / "config.json" if path.is_dir() else path).read_text(encoding="utf-8"))
-        if fields := differ(values, (*TOKENIZER_FIELDS, "transformers_version", "dtype", "torch_dtype")):
-            conflicts.append(f"--config {options.config} ({', '.join(fields)})")
-    conflicts += [f"--set {field}" for field in differ(overrides)]
-    if options.tokenizer is not None:
-        given, kept = Path(options.tokenizer) / "tokenizer.json", checkpoint / "tokenizer.json"
-        if given.is_file() and kept.is_file() and vocabulary(given) != vocabulary(kept):
-            conflicts.append(f"--tokenizer {options.tokenizer} (another vocabulary than the checkpoint's tokenizer)")
-    return conflicts
-
-
-def vocabulary(tokenizer_json: Path) -> tuple[Any, Any]:
-    """What makes two tokenizers the same for a model: the vocabulary with its merges, and the added tokens. A
-    re-saved tokenizer.json differs in bytes (padding, empty prefixes written as "" instead of null) without
-    changing a single id."""
-    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    model = data.get("model", {})
-    added = sorted((t["id"], t["content"]) for t in data.get("added_tokens", []))
-    return (
-        model.get("vocab"),
-        [list(m) if isinstance(m, list) else m.split(" ") for m in model.get("merges", [])],
-    ), added
-
-
 @typed_main(PretrainOptions)
 def main(options: PretrainOptions) -> dict[str, Any]:
     """Pretrain and return the final figures (`global_step`, `eval_loss`, `eval_perplexity`, `final_dir`, ...).
@@ -151,75 +87,43 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     """
     from transformers import AutoModelForCausalLM, set_seed
 
-    from ..configuration import GPTForgeConfig
-    from ..training import distributed, encoding, prepared, resharding, sources
+    from ..run_files import FINAL_DIR, LOSS_PLOT, METRICS_FILE, TOKENIZER_DIR, TRAINING_SUMMARY_FILE
+    from ..training import distributed, encoding, prepared, resharding, resume, sources
     from ..training.arguments import training_arguments
-    from ..training.checkpointing import (
-        CompleteCheckpointCallback,
-        GPTForgeTrainer,
-        find_latest_checkpoint,
-        list_checkpoints,
-        remove_unfinished,
-    )
+    from ..training.checkpointing import find_latest_checkpoint, remove_unfinished
     from ..training.config import apply_tokenizer, build_config, check_block_size, parse_overrides
     from ..training.folders import load_tokenizer, require_tokenizer_folder
     from ..training.metrics import MetricsCallback, plot_losses, read_metrics
     from ..training.muon import muon_for_trainer
     from ..training.summary import keep_args_as_json
+    from ..training.trainer import CompleteCheckpointCallback, GPTForgeTrainer
 
     distributed.check_launch()  # before anything: `accelerate launch --cpu` would train one process, not N
     out = Path(options.output_dir)
-    metrics_path, png_path, final_dir = out / "metrics.jsonl", out / "loss.png", out / "final"
-    own_tokenizer = out / "tokenizer"
+    metrics_path, png_path, final_dir = out / METRICS_FILE, out / LOSS_PLOT, out / FINAL_DIR
+    own_tokenizer = out / TOKENIZER_DIR
     source = sources.describe_source(options.data)
 
     # --- checks that need nothing loaded ---
     if options.streaming and options.max_steps is None:
         raise UsageError("--streaming needs --max-steps: a stream has no length to count epochs by")
-    existing = list_checkpoints(out)
-    run_files = [p.name for p in (*(folder for _, folder in existing), final_dir, metrics_path) if p.exists()]
-    if run_files and not options.resume:
-        if not options.overwrite:
-            raise UsageError(
-                f"{str(out)!r} already holds a run ({', '.join(run_files)}); pass --resume to continue from its "
-                "latest checkpoint, --overwrite to start over, or another --out"
-            )
-        # ignore_errors / missing_ok: under torchrun every process runs this at once
-        for folder in [folder for _, folder in existing] + list(out.glob(".resume-checkpoint-*")):
-            shutil.rmtree(folder, ignore_errors=True)
-        for stale in (final_dir, own_tokenizer, metrics_path, png_path):
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    # any number of processes may have written it: the checkpoint's own RNG files are what must be complete
-    resume_from = find_latest_checkpoint(out) if options.resume else None
-    if options.resume and resume_from is None:
-        found = f"only unfinished saves ({', '.join(f.name for _, f in existing)})" if existing else "none"
-        raise UsageError(
-            f"--resume: no complete checkpoint in {str(out)!r} (found: {found}); drop --resume to start a new run"
-        )
+    resume_from = resume.prepare_run_folder(out, resume=options.resume, overwrite=options.overwrite)
     if options.tokenizer is not None:
         require_tokenizer_folder(options.tokenizer)
-    resize_note = distributed.check_resume_world_size(resume_from, world_size) if resume_from else None
-    if resume_from is not None:
-        resharding.check_resumable(resume_from, distributed.sharded_fsdp_launch())
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    resize_note = resume.check_resume_launch(resume_from, world_size) if resume_from is not None else None
     if options.preset is not None and options.config is not None:
         raise UsageError(f"pass either --preset ({options.preset}) or --config ({options.config}), not both")
     override_values = parse_overrides(options.overrides)
     model_config = build_config(options.preset, options.config, override_values)
     if resume_from is not None:
         # The run continues as it was saved: flags that would change the model are an error, repeats a warning.
-        saved_config = GPTForgeConfig.from_pretrained(resume_from)
-        if conflicts := conflicts_on_resume(options, override_values, saved_config, resume_from):
-            raise UsageError(
-                f"--resume continues {resume_from.name}, which these flags contradict: {'; '.join(conflicts)}; "
-                "drop them to resume, or pass --overwrite without --resume to start over"
-            )
-        if ignored := ignored_on_resume(options):
+        model_config, ignored = resume.resumed_config(resume_from, options, override_values)
+        if ignored:
             print(
                 f"warning: --resume continues {resume_from.name} with its own config and tokenizer; "
                 f"ignoring {', '.join(ignored)}"
             )
-        model_config = saved_config
         override_values["vocab_size"] = model_config.vocab_size  # keep its (possibly padded) vocabulary
     check_block_size(options.block_size, model_config)
 
@@ -336,7 +240,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         if resume_path is not None and resume_path != resume_from:
             shutil.rmtree(resume_path, ignore_errors=True)  # the rewritten copy served its one resume
         # Trainer pickles its arguments beside the model; a published folder holds nothing pickled, so they are
-        # kept as JSON instead (training_args.json)
+        # kept as JSON instead (TRAINING_ARGS_FILE)
         keep_args_as_json(args, final_dir)
         plot_losses(metrics_path, png_path, title=f"pretraining {out}")
     evals = [r for r in read_metrics(metrics_path) if "eval_loss" in r]
@@ -358,7 +262,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     if trainer.is_world_process_zero():
         # the figures a model card quotes (`gptforge push`); local paths stay out of a published folder
         published = {k: v for k, v in summary.items() if k not in ("output_dir", "final_dir")}
-        (final_dir / "training_summary.json").write_text(json.dumps(published, indent=2) + "\n", encoding="utf-8")
+        (final_dir / TRAINING_SUMMARY_FILE).write_text(json.dumps(published, indent=2) + "\n", encoding="utf-8")
         print(
             f"done: step {summary['global_step']}, {summary['tokens_seen']:,} tokens, "
             f"validation loss {summary['eval_loss']:.4f} (perplexity {summary['eval_perplexity']:.2f}); "

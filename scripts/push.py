@@ -15,17 +15,16 @@ hold none and upload as they are.
 """
 
 import glob
-import json
 import os
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
+from ..run_files import ADAPTER_CONFIG
 from ..training.errors import UsageError
 from ..training.options import option, typed_main
 
 HELP = "upload a saved gptforge folder to the Hugging Face Hub (writes a model card when missing)"
 README = "README.md"
-ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter folder (`finetune --lora` writes OUT/adapter)
 # files that unpickle on load (loading them can run arbitrary code): never uploaded
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # the pickled files that hold weights, by name: they have a safetensors equivalent
@@ -64,86 +63,12 @@ def pickle_refusal(path: Path) -> str:
     return f"{reason}. Keep what it holds as JSON, or move it out of the folder"
 
 
-def native_card(
-    model_type: str | None,
-    repo_id: str,
-    license: str | None = None,
-    datasets: list[str] | None = None,
-    base_model: str | None = None,
-) -> str:
-    """A short README.md for a native Transformers folder (a `gptforge export`): it loads without remote code."""
-    front = [
-        "---",
-        "library_name: transformers",
-        f"license: {license or 'apache-2.0'}",
-        "pipeline_tag: text-generation",
-    ]
-    front += ["tags:", "- gptforge", f"- {model_type}"]
-    if datasets:
-        front += ["datasets:"] + [f"- {name}" for name in datasets]
-    if base_model:
-        front.append(f"base_model: {base_model}")
-    usage = [
-        "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "",
-        f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
-        "```",
-    ]
-    body = [
-        f"# {repo_id.split('/')[-1]}",
-        "",
-        f"A gptforge model exported as a native Transformers `{model_type}` model: it loads with the Auto classes "
-        "and needs no remote code.",
-        "",
-        *usage,
-    ]
-    return "\n".join([*front, "---", "", *body]) + "\n"
-
-
-def adapter_card(
-    folder: Path,
-    repo_id: str,
-    license: str | None = None,
-    datasets: list[str] | None = None,
-    base_model: str | None = None,
-) -> str:
-    """A short README.md for a PEFT adapter folder: the base it needs (from `--base-model`; the adapter's own
-    `base_model_name_or_path` is usually a local path, which would mean nothing on the Hub) and how to load it."""
-    adapter = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    base = base_model or "BASE_MODEL"
-    auto_class = (
-        "AutoModelForSequenceClassification" if adapter.get("task_type") == "SEQ_CLS" else "AutoModelForCausalLM"
-    )
-    front = ["---", "library_name: peft", f"license: {license or 'apache-2.0'}", "tags:", "- gptforge", "- lora"]
-    if datasets:
-        front += ["datasets:"] + [f"- {name}" for name in datasets]
-    if base_model:
-        front.append(f"base_model: {base_model}")
-    body = [
-        f"# {repo_id.split('/')[-1]}",
-        "",
-        f"A PEFT {adapter.get('peft_type', 'LoRA')} adapter (task {adapter.get('task_type')}, rank {adapter.get('r')}) "
-        "for a gptforge model, written by `gptforge finetune --lora`.",
-        "",
-        "```python",
-        "import gptforge  # or pass trust_remote_code=True to from_pretrained",
-        "from peft import PeftModel",
-        f"from transformers import {auto_class}",
-        "",
-        f'base = {auto_class}.from_pretrained("{base}")',
-        f'model = PeftModel.from_pretrained(base, "{repo_id}")',
-        "```",
-    ]
-    return "\n".join([*front, "---", "", *body]) + "\n"
-
-
 def format_size(size: int) -> str:
+    scaled = float(size)
     for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
+        if scaled < 1000 or unit == "GB":
+            return f"{scaled:.0f} {unit}" if unit == "B" else f"{scaled:.1f} {unit}"
+        scaled /= 1000
     raise AssertionError("unreachable")
 
 
@@ -172,7 +97,7 @@ def main(options: PushOptions) -> list[UploadFile]:
     uploaded. Returns the uploaded (or would-be uploaded) files."""
     from huggingface_hub import HfApi
 
-    from ..model_card import model_card
+    from ..model_card import card_for_folder
 
     folder, repo_id, private, revision = options.folder, options.repo_id, options.private, options.revision
     dry_run, commit_message = options.dry_run, options.commit_message
@@ -181,13 +106,7 @@ def main(options: PushOptions) -> list[UploadFile]:
     files = folder_files(folder)
     card = None
     if not (folder / README).is_file():
-        if not (folder / "config.json").is_file():  # a PEFT adapter (`finetune --lora`'s OUT/adapter)
-            card = adapter_card(folder, repo_id, license=license, datasets=datasets, base_model=base_model)
-        elif json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type") == "gptforge":
-            card = model_card(folder, repo_id=repo_id, license=license, datasets=datasets, base_model=base_model)
-        else:  # a native folder `gptforge export` wrote
-            model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
-            card = native_card(model_type, repo_id, license=license, datasets=datasets, base_model=base_model)
+        card = card_for_folder(folder, repo_id, license=license, datasets=datasets, base_model=base_model)
         files = sorted([*files, UploadFile(README, len(card.encode()), generated=True)], key=lambda f: f.path)
 
     target = (

@@ -22,13 +22,13 @@ class TerminalStreamer(BaseStreamer):
         self.stop_ids = stop_ids
         self.stream = stream
         self.live = stream.isatty() if live is None else live
-        self.rows: list[list[int]] | None = None
+        self.rows: list[list[int]] = []  # one per sequence, made from the prompt batch (at least one row)
         self.done: list[bool] = []
         self.printed = 0  # characters of row 0 already written (single-row mode)
         self.drawn = 0  # preview lines currently on screen (live mode)
 
     def put(self, value: torch.Tensor) -> None:
-        if self.rows is None:  # the prompt batch
+        if not self.rows:  # the prompt batch
             batch = value.shape[0] if value.dim() > 1 else 1
             self.rows, self.done = [[] for _ in range(batch)], [False] * batch
             return
@@ -42,7 +42,7 @@ class TerminalStreamer(BaseStreamer):
         self._render()
 
     def end(self) -> None:
-        if self.rows is not None and len(self.rows) == 1:
+        if len(self.rows) == 1:
             text = self._text(0)
             self.stream.write(text[self.printed :] + "\n")
             self.stream.flush()
@@ -52,7 +52,7 @@ class TerminalStreamer(BaseStreamer):
             self.drawn = 0
 
     def completions(self) -> list[str]:
-        return [self._text(i) for i in range(len(self.rows or []))]
+        return [self._text(i) for i in range(len(self.rows))]
 
     def _text(self, row: int) -> str:
         return self.tokenizer.decode(self.rows[row], skip_special_tokens=True)

@@ -393,11 +393,12 @@ def test_finetune_lora_changes_only_adapters_and_merged_loads(workdir, lm_run, l
     )
     assert results["lora"] and Path(results["adapter_dir"]).is_dir()
     # the adapter folder pushes as written, with a PEFT model card
+    from gptforge.model_card import adapter_card
     from gptforge.scripts import push
 
     files = {f.path for f in push.main(out / "adapter", "me/lora", dry_run=True, base_model="me/base")}
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= files
-    card = push.adapter_card(out / "adapter", "me/lora", base_model="me/base")
+    card = adapter_card(out / "adapter", "me/lora", base_model="me/base")
     assert (
         "library_name: peft" in card and "AutoModelForSequenceClassification" in card and "base_model: me/base" in card
     )

@@ -4,20 +4,22 @@ import json
 from collections import Counter
 from itertools import chain
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
 import pytest
 from _helpers import write_jsonl
 
-from gptforge.scripts.evaluate import windows
 from gptforge.tokenization import train_tokenizer
 from gptforge.training import corpus as corpus_lib
 from gptforge.training import encoding, sources
 from gptforge.training.checkpointing import find_latest_checkpoint, mark_complete
 from gptforge.training.config import parse_overrides
 from gptforge.training.errors import UsageError
+from gptforge.training.evaluation import window_sizes, windows
 from gptforge.training.metrics import classification_scores, confusion_matrix
+from gptforge.training.resume import prepare_run_folder
 
 DOCS = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n# note {i}: " + "word " * (i % 5 + 3) for i in range(40)]
 
@@ -278,6 +280,16 @@ def test_sliding_windows_score_every_token_once_with_context(length, block, stri
     assert all(end - start <= block and first > start for start, end, first in spans)
 
 
+def test_window_sizes_default_to_the_model_and_refuse_what_it_cannot_read():
+    assert window_sizes(SimpleNamespace(max_position_embeddings=64), None, None) == (64, 32)
+    assert window_sizes(SimpleNamespace(max_position_embeddings=4096), None, None) == (1024, 512)
+    assert window_sizes(SimpleNamespace(max_position_embeddings=64), 1, None) == (1, 1)
+    with pytest.raises(UsageError, match=r"block_size=100 is larger than the model's max_position_embeddings=64"):
+        window_sizes(SimpleNamespace(max_position_embeddings=64), 100, None)
+    with pytest.raises(UsageError, match=r"^--stride must be in \(0, block_size=32\], got 40$"):
+        window_sizes(SimpleNamespace(max_position_embeddings=64), 32, 40)
+
+
 def test_classification_scores_against_hand_computed():
     truth = np.array([0, 0, 1, 1, 2, 2])
     predicted = np.array([0, 1, 1, 1, 0, 2])
@@ -299,6 +311,34 @@ def test_find_latest_checkpoint_skips_incomplete(tmp_path):
             mark_complete(folder)
     (tmp_path / "checkpoint-10-tmp").mkdir()
     assert find_latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+
+
+def test_run_folder_refused_cleared_by_overwrite_or_resumed(tmp_path):
+    """`prepare_run_folder`: a folder holding a run needs --resume or --overwrite; --overwrite deletes the run's own
+    files and nothing else; --resume takes the newest complete checkpoint and deletes nothing."""
+    out = tmp_path / "run"
+    assert prepare_run_folder(out, resume=False, overwrite=False) is None  # a new folder
+    for step in (2, 4, 6):
+        folder = out / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        for name in ["model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json", "rng_state.pth"]:
+            (folder / name).write_text("x")
+        if step != 6:
+            mark_complete(folder)
+    for name in ("final", "tokenizer", ".resume-checkpoint-4"):
+        (out / name).mkdir()
+    for name in ("metrics.jsonl", "loss.png", "notes.txt"):
+        (out / name).write_text("x")
+    run = "checkpoint-2, checkpoint-4, checkpoint-6, final, metrics.jsonl"
+    with pytest.raises(UsageError, match=rf"already holds a run \({run}\); pass --resume .* --overwrite"):
+        prepare_run_folder(out, resume=False, overwrite=False)
+    everything = sorted(p.name for p in out.iterdir())
+    assert prepare_run_folder(out, resume=True, overwrite=True) == out / "checkpoint-4"
+    assert sorted(p.name for p in out.iterdir()) == everything
+    assert prepare_run_folder(out, resume=False, overwrite=True) is None
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    with pytest.raises(UsageError, match=r"--resume: no complete checkpoint in .* \(found: none\); drop --resume"):
+        prepare_run_folder(out, resume=True, overwrite=False)
 
 
 def test_parse_overrides_types_and_unknown_field():

@@ -38,17 +38,17 @@ HARNESS = textwrap.dedent(
     import os, resource, signal, sys, time
     import torch
     from gptforge.scripts import cli
-    from gptforge.training import checkpointing
+    from gptforge.training import trainer
 
     flag = os.environ.get("FAULT_FLAG")
     if pause_step := int(os.environ.get("FAULT_PAUSE_IN_STEP", 0)):
-        original_step = checkpointing.GPTForgeTrainer.training_step
+        original_step = trainer.GPTForgeTrainer.training_step
         def paused_step(self, *args, **kwargs):
             if self.state.global_step + 1 == pause_step:
                 open(flag, "w").close()
                 time.sleep(120)
             return original_step(self, *args, **kwargs)
-        checkpointing.GPTForgeTrainer.training_step = paused_step
+        trainer.GPTForgeTrainer.training_step = paused_step
     if pause_save := int(os.environ.get("FAULT_PAUSE_IN_SAVE", 0)):
         original_save = torch.save
         def paused_save(obj, path, *args, **kwargs):
@@ -58,14 +58,14 @@ HARNESS = textwrap.dedent(
                 time.sleep(120)
         torch.save = paused_save
     if limit_after := int(os.environ.get("FAULT_FSIZE_AFTER_SAVE", 0)):
-        original_on_save = checkpointing.CompleteCheckpointCallback.on_save
+        original_on_save = trainer.CompleteCheckpointCallback.on_save
         def limited_on_save(self, args, state, control, **kwargs):
             result = original_on_save(self, args, state, control, **kwargs)
             if state.global_step == limit_after:
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
                 resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
             return result
-        checkpointing.CompleteCheckpointCallback.on_save = limited_on_save
+        trainer.CompleteCheckpointCallback.on_save = limited_on_save
     sys.exit(cli.main(sys.argv[1:]))
     """
 )

@@ -15,9 +15,9 @@ import gptforge.modeling.modeling_gptforge as modeling
 from gptforge import GPTForgeForCausalLM
 from gptforge.liger import apply_liger_kernel_to_gptforge, kernel_mismatches, register_liger_kernel
 from gptforge.training.arguments import training_arguments
-from gptforge.training.checkpointing import GPTForgeTrainer
 from gptforge.training.encoding import causal_lm_collator
 from gptforge.training.options import TrainerOptions
+from gptforge.training.trainer import GPTForgeTrainer
 
 
 @pytest.fixture

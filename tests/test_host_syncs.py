@@ -21,9 +21,9 @@ from transformers import TrainerCallback
 
 from gptforge import GPTForgeForCausalLM
 from gptforge.training.arguments import training_arguments
-from gptforge.training.checkpointing import GPTForgeTrainer
 from gptforge.training.encoding import causal_lm_collator
 from gptforge.training.options import TrainerOptions
+from gptforge.training.trainer import GPTForgeTrainer
 
 aten = torch.ops.aten
 # ops whose result needs the tensor's values (or a shape that depends on them) on the host
@@ -186,5 +186,5 @@ def test_trainer_step_reads(tmp_path):
     trainer.train()
     assert trainer.state.global_step == 3
     # on an accelerator the model's two are skipped (see the meta tests above): one read per step remains
-    expected = Counter({"checks_gptforge.py": 1, "loss_gptforge.py": 1, "checkpointing.py": 1})
+    expected = Counter({"checks_gptforge.py": 1, "loss_gptforge.py": 1, "trainer.py": 1})
     assert counter.reads.counts == expected

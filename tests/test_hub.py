@@ -38,7 +38,7 @@ from gptforge import (
     remote_code,
     train_tokenizer,
 )
-from gptforge.model_card import model_card
+from gptforge.model_card import card_for_folder, model_card
 from gptforge.scripts import cli, export, push
 
 CODE_FILES = {
@@ -542,6 +542,29 @@ def test_model_card_of_a_classifier_reads_the_run_metrics(tmp_path, classifier):
     for row in ("| steps | 20 |", "| tokens_seen | 1,280 |", "| final_train_loss | 2 |", "| eval_loss | 2.25 |"):
         assert row in body
     assert 'pipeline("text-classification", model="me/cls", trust_remote_code=True' in body
+
+
+def test_every_card_writes_front_matter_that_reads_back_as_given(tmp_path, lm):
+    """Values with a colon, quotes, a newline or a leading YAML indicator: each card's front matter (gptforge,
+    native, PEFT adapter) loads back to exactly the values given."""
+    native, adapter = tmp_path / "native", tmp_path / "adapter"
+    native.mkdir(), adapter.mkdir()
+    (native / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4}))
+    given = dict(
+        license='other: "see LICENSE"',
+        datasets=["me/data: v2", "it's", "two\nlines", "- dash", "#hash", "yes"],
+        base_model="me/base:\n  injected: true",
+    )
+    for folder, library, tags in (
+        (lm[0], "transformers", ["gptforge"]),
+        (native, "transformers", ["gptforge", "llama"]),
+        (adapter, "peft", ["gptforge", "lora"]),
+    ):
+        meta, body = split_card(card_for_folder(folder, "me/m", **given))
+        pipeline = {"pipeline_tag": "text-generation"} if library == "transformers" else {}
+        assert meta == {"library_name": library, "tags": tags, **pipeline, **given}, folder.name
+        assert body.startswith("\n# ")  # the card goes on after the front matter
 
 
 def test_push_refuses_pickle_weights(tmp_path, lm):

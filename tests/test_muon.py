@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
 from gptforge import GPTForgeForCausalLM
 from gptforge.scripts import cli, pretrain
-from gptforge.training.checkpointing import GPTForgeTrainer
+from gptforge.training.trainer import GPTForgeTrainer
 from gptforge.training.muon import (
     NS_COEFFICIENTS,
     MuonFactory,

@@ -1,18 +1,19 @@
-"""Checkpoints that survive crashes, and a Trainer that stops on a non-finite loss.
+"""Checkpoints that survive crashes: the completion marker, and finding and verifying complete checkpoints.
 
 Transformers' `Trainer` writes `checkpoint-N/` file by file. A save killed halfway leaves a folder that
 `resume_from_checkpoint=True` picks and then crashes on, and a checkpoint without its optimizer, scheduler or RNG
 state resumes silently with fresh state. gptforge closes both holes:
 
-- `CompleteCheckpointCallback`: once `Trainer` has written a checkpoint, every file is fsynced and then a marker,
+- `mark_complete`: once a checkpoint has been written, every file is fsynced and then a marker,
   `checkpoint_complete.json` (the files and their sizes), is written to a temporary name, fsynced and renamed. A
-  checkpoint counts only with its marker, so one cut short is never chosen. Rotation (`save_total_limit`) happens
-  here too, after the marker, so a complete checkpoint is never deleted before the next one is complete.
+  checkpoint counts only with its marker, so one cut short is never chosen. `trainer.CompleteCheckpointCallback`
+  calls it after each of Trainer's saves and rotates only afterwards.
 - `find_latest_checkpoint` returns the newest checkpoint with a marker, skipping unfinished ones; `verify_checkpoint`
   raises `CheckpointError` when that checkpoint lacks the weights, optimizer, scheduler, RNG or trainer state, or a
   file's size differs from the marker's: resuming with fresh state would be silent data loss.
-- `GPTForgeTrainer.training_step` stops the run on a NaN or infinite loss, before the optimizer step, naming the step
-  and the last good checkpoint (Trainer's logging would average it away or print it as a number).
+
+This module reads and writes files only (no torch, no Transformers): `distributed`, `resharding` and `trainer` build
+on it.
 """
 
 import json
@@ -20,10 +21,6 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
-
-import torch
-from transformers import Trainer, TrainerCallback
 
 from ..storage import fsync_path
 
@@ -36,10 +33,6 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_mo
 
 class CheckpointError(ValueError):
     """A checkpoint that claims to be complete cannot be resumed from exactly."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the run stopped before applying it."""
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -148,71 +141,3 @@ def remove_unfinished(output_dir: str | os.PathLike) -> list[Path]:
     for folder in removed:
         shutil.rmtree(folder, ignore_errors=True)
     return removed
-
-
-class CompleteCheckpointCallback(TrainerCallback):
-    """Mark each checkpoint complete once Trainer has written it, then rotate (keep the newest `keep` complete).
-
-    Pass `save_total_limit=None` to `TrainingArguments` and the limit here instead: Trainer's own rotation runs
-    before the marker exists and could delete the last complete checkpoint while the newest is still unmarked.
-    """
-
-    def __init__(self, keep: int | None = None) -> None:
-        self.keep = keep
-
-    def on_save(self, args, state, control, **kwargs):
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()  # every process has written its RNG state
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if kwargs.get("model") is not None and kwargs.get("optimizer") is not None:
-                from .resharding import record_parameter_names  # lets another engine read the optimizer state
-
-                record_parameter_names(kwargs["model"], kwargs["optimizer"], folder)
-            mark_complete(folder)
-            complete = complete_checkpoints(args.output_dir)
-            if self.keep is not None and len(complete) > self.keep:
-                for folder in complete[: len(complete) - self.keep]:
-                    shutil.rmtree(folder, ignore_errors=True)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-        return control
-
-
-class GPTForgeTrainer(Trainer):
-    """`Trainer` that refuses to train on a non-finite loss (see `NonFiniteLossError`), and runs FSDP2 on CPU
-    processes when FSDP is asked for (`distributed.enable_fsdp_on_cpu`), with sharded checkpoints that carry their
-    config and a final save that gathers the full weights (`distributed.save_full_model`)."""
-
-    def create_accelerator_and_postprocess(self) -> None:
-        super().create_accelerator_and_postprocess()
-        from .distributed import enable_fsdp_on_cpu
-
-        enable_fsdp_on_cpu(self)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        from .distributed import is_sharded_fsdp, save_checkpoint_metadata, save_full_model
-
-        if not is_sharded_fsdp(self):
-            return super().save_model(output_dir, _internal_call)
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if _internal_call:  # a checkpoint: the shards follow (Trainer's optimizer save); add what resume reads
-            save_checkpoint_metadata(self, output_dir)
-        else:  # a model folder: the full weights, loadable in one process
-            save_full_model(self, output_dir)
-
-    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        # one host sync per micro-batch: negligible next to a training step, and it stops the run before the
-        # optimizer applies NaN gradients to the weights
-        if not torch.isfinite(loss).all():
-            step = self.state.global_step + 1
-            complete = complete_checkpoints(self.args.output_dir) if self.args.output_dir else []
-            latest = complete[-1] if complete else None
-            where = f"last good checkpoint: {latest}" if latest else "no checkpoint was saved yet"
-            raise NonFiniteLossError(
-                f"the training loss is {loss.detach().float().mean().item()} at step {step}; stopped before the "
-                f"optimizer step, so the weights are unharmed ({where}). Resume with --resume, perhaps with a lower "
-                "learning rate or a smaller max_grad_norm."
-            )
-        return loss

@@ -33,6 +33,7 @@ def parse_overrides(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
                 raise UsageError(f"--set expects field=value, got {item!r}")
             raw = raw.strip()
             python_literals = {"True": True, "False": False, "None": None}
+            value: Any
             if raw in python_literals:
                 value = python_literals[raw]
             else:

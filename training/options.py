@@ -20,12 +20,15 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .defaults import DEFAULT_VALIDATION_SPLIT, TEXT_COLUMN
 from .errors import UsageError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")  # an options dataclass
 # where argparse keeps the flag spelling of a field that is also a positional
 _FLAG_DEST = "{}__flag"
 

@@ -144,14 +144,15 @@ def _local_data_files(path: Path) -> tuple[str, dict[str, list[str]]]:
         return kind, {"train": [str(path)]}
     if not os.access(path, os.R_OK | os.X_OK):
         raise UsageError(f"cannot read folder {str(path)!r}: permission denied")
-    found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) is not None and not _hidden(p, path))
+    kind_of = {p: k for p in path.rglob("*") if p.is_file() and (k := _kind(p)) is not None and not _hidden(p, path)}
+    found = sorted(kind_of)
     if not found:
         present = sorted(p.name for p in path.iterdir())[:10]
         raise UsageError(
             f"no data files in folder {str(path)!r} (found: {', '.join(present) or 'nothing'}); "
             f"supported: {supported_kinds()}"
         )
-    kinds = {_kind(p) for p in found}
+    kinds = set(kind_of.values())
     if len(kinds) > 1:
         raise UsageError(
             f"folder {str(path)!r} mixes kinds of files that are read differently ({', '.join(sorted(kinds))}); "
@@ -232,7 +233,7 @@ def _text_dataset_rows(paths: list[str], stamps: list[str], encoding_errors: str
         yield from text_rows(path, encoding_errors)
 
 
-def _usage_error_in(exc: BaseException) -> UsageError | None:
+def _usage_error_in(exc: BaseException | None) -> UsageError | None:
     """The `UsageError` a `datasets` builder wrapped (it re-raises generator errors as its own type)."""
     while exc is not None:
         if isinstance(exc, UsageError):

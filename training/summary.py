@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..run_files import TRAINING_ARGS_FILE
+
 # Trainer's name for its pickled arguments (transformers.trainer.TRAINING_ARGS_NAME)
 PICKLED_ARGS = "training_args.bin"
-ARGS_JSON = "training_args.json"
 # local paths: not part of what a published folder says about its training
 LOCAL_KEYS = ("output_dir", "logging_dir")
 
@@ -26,6 +27,6 @@ def keep_args_as_json(args: Any, folder: str | os.PathLike) -> Path:
     """Replace Trainer's pickled arguments in `folder` with `training_args.json`; returns the JSON file."""
     folder = Path(folder)
     (folder / PICKLED_ARGS).unlink(missing_ok=True)
-    path = folder / ARGS_JSON
+    path = folder / TRAINING_ARGS_FILE
     path.write_text(json.dumps(training_args_dict(args), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path

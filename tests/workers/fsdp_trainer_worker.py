@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, TrainingArguments
 import gptforge  # noqa: F401  (registers the Auto classes)
 from gptforge.configuration import GPTForgeConfig
 from gptforge.modeling import loss_gptforge, modeling_gptforge
-from gptforge.training.checkpointing import GPTForgeTrainer
+from gptforge.training.trainer import GPTForgeTrainer
 
 CALLS: Counter[str] = Counter()
 
