@@ -13,8 +13,7 @@ weights would give).
 """
 
 import pytest
-import torch
-from _consumers import run_python, save_consumer_model
+from _consumers import fit, run_python, save_consumer_model
 
 PROMPT = [5, 6, 7, 8, 9, 10, 11]
 NEW_TOKENS = 4
@@ -106,14 +105,7 @@ json.dump(result, open(out, "w"))
 def save_peaked_model(folder) -> None:
     """The consumer model at hidden size 64, trained for 20 steps to continue `PROMPT` with 40, 41, ... (~50 ms)."""
     model = save_consumer_model(folder, hidden_size=64, intermediate_size=128)
-    text = torch.tensor([PROMPT + list(range(40, 40 + NEW_TOKENS + 1))])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(20):
-        model(input_ids=text, labels=text).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval().save_pretrained(folder)
+    fit(model, [PROMPT + list(range(40, 40 + NEW_TOKENS + 1))], epochs=20).save_pretrained(folder)
 
 
 @pytest.mark.slow
