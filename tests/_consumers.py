@@ -47,6 +47,20 @@ def save_consumer_model(folder: Path, preset: str = "tiny", seed: int = 0, **ove
     return model
 
 
+def fit(model: GPTForgeForCausalLM, rows: list[list[int]], epochs: int) -> GPTForgeForCausalLM:
+    """`model` trained in place, one AdamW step (lr 1e-2) per row per epoch, until it continues the rows; in eval mode.
+    A random model's next-token logits are nearly tied, so the greedy tokens a tool reports would hang on rounding."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(epochs):
+        for row in rows:
+            ids = torch.tensor([row])
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    return model.eval()
+
+
 # Prepended to every script run by `run_python(..., hide_gptforge=True)`: removes the finders that locate gptforge (the editable
 # install's), and proves that `import gptforge` fails, before the tool under test is imported.
 HIDE_GPTFORGE = r"""

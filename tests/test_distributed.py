@@ -113,6 +113,28 @@ def accelerate(config: str) -> list[str]:
 
 
 TORCHRUN_2 = TORCHRUN + ["--standalone", "--nproc_per_node", "2", "-m", "gptforge.scripts.cli"]
+LAUNCHERS = {
+    "torchrun": TORCHRUN_2,
+    "accelerate-ddp": accelerate("accelerate_ddp.yaml"),
+    "accelerate-fsdp": accelerate("accelerate_fsdp.yaml"),
+}
+
+
+@pytest.fixture(scope="module")
+def two_process_run(setup) -> Callable[[str], tuple[Path, str]]:
+    """The 2 processes x 2 blocks run of a launcher (its folder and output), launched when first asked for: the
+    resume tests continue it, and each of them can run alone."""
+    root, argv = setup
+    runs: dict[str, tuple[Path, str]] = {}
+
+    def run(launcher: str) -> tuple[Path, str]:
+        if launcher not in runs:
+            out = root / launcher
+            shutil.rmtree(out, ignore_errors=True)  # what a failed launch left
+            runs[launcher] = out, launch(LAUNCHERS[launcher] + argv(out, batch_size=2)).stdout
+        return runs[launcher]
+
+    return run
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -262,17 +284,11 @@ def test_accelerate_launch_with_cpu_flag_fails_instead_of_training_one_process(s
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate-ddp", "accelerate-fsdp"])
-def test_two_processes_match_one_with_the_same_global_batch(setup, launcher):
-    root, argv = setup
-    out = root / launcher
-    command = {
-        "torchrun": TORCHRUN_2,
-        "accelerate-ddp": accelerate("accelerate_ddp.yaml"),
-        "accelerate-fsdp": accelerate("accelerate_fsdp.yaml"),
-    }[launcher]
-    done = launch(command + argv(out, batch_size=2))
+def test_two_processes_match_one_with_the_same_global_batch(setup, two_process_run, launcher):
+    root, _ = setup
+    out, stdout = two_process_run(launcher)
     engine = "FSDP2" if launcher.endswith("fsdp") else "DDP"
-    assert f"; {engine}: 2 process(es) x 2 blocks x 1 accumulation = global batch 4" in done.stdout
+    assert f"; {engine}: 2 process(es) x 2 blocks x 1 accumulation = global batch 4" in stdout
 
     assert_matches(out, root / "single", range(1, STEPS + 1))
     train, _, records = losses(out)
@@ -295,14 +311,11 @@ def test_two_processes_match_one_with_the_same_global_batch(setup, launcher):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate-fsdp"])
-def test_resume_on_two_processes_continues_the_uninterrupted_run(setup, launcher):
+def test_resume_on_two_processes_continues_the_uninterrupted_run(setup, two_process_run, launcher):
     root, argv = setup
-    run = root / launcher
-    if not run.is_dir():
-        pytest.skip(f"needs test_two_processes_match_one_with_the_same_global_batch[{launcher}] first")
+    run, _ = two_process_run(launcher)
     resumed = truncate_at(run, root / f"{launcher}-resumed", SAVE)
-    command = TORCHRUN_2 if launcher == "torchrun" else accelerate("accelerate_fsdp.yaml")
-    done = launch(command + argv(resumed, batch_size=2, resume=True))
+    done = launch(LAUNCHERS[launcher] + argv(resumed, batch_size=2, resume=True))
     assert f"resuming from checkpoint-{SAVE}" in done.stdout
     assert_matches(resumed, run, range(SAVE + 1, STEPS + 1))
     torch.testing.assert_close(final_logits(resumed), final_logits(run), rtol=0, atol=1e-5)
@@ -310,25 +323,26 @@ def test_resume_on_two_processes_continues_the_uninterrupted_run(setup, launcher
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate-fsdp"], ids=["ddp", "fsdp"])
-def test_resume_across_world_sizes(setup, launcher):
+def test_resume_across_world_sizes(setup, two_process_run, launcher):
     root, argv = setup
-    if not (root / launcher).is_dir():
-        pytest.skip(f"needs test_two_processes_match_one_with_the_same_global_batch[{launcher}] first")
+    run, _ = two_process_run(launcher)
     fsdp = launcher == "accelerate-fsdp"
+    single_logits = final_logits(root / "single")
     # 2 -> 1: the checkpoint of two processes (sharded, under FSDP) continues in this one process
-    two_to_one = truncate_at(root / launcher, root / f"{launcher}-to-one", SAVE)
+    two_to_one = truncate_at(run, root / f"{launcher}-to-one", SAVE)
     assert cli.main(argv(two_to_one, batch_size=4, resume=True)) == 0
     assert_matches(two_to_one, root / "single", range(SAVE + 1, STEPS + 1))
     assert not (two_to_one / f".resume-checkpoint-{SAVE}").exists()  # a rewritten copy is gone after the run
+    torch.testing.assert_close(final_logits(two_to_one), single_logits, rtol=0, atol=1e-5)
     # 1 -> 2: the one-process checkpoint (full weights) continues on two processes
     one_to_two = truncate_at(root / "single", root / f"one-to-{launcher}", SAVE)
-    done = launch((accelerate("accelerate_fsdp.yaml") if fsdp else TORCHRUN_2) + argv(one_to_two, 2, resume=True))
+    done = launch(LAUNCHERS[launcher] + argv(one_to_two, 2, resume=True))
     assert "was written by 1 process(es) and resumes in 2" in done.stdout
     assert (f"checkpoint-{SAVE} was rewritten as a sharded (FSDP) checkpoint" in done.stdout) == fsdp
     assert_matches(one_to_two, root / "single", range(SAVE + 1, STEPS + 1))
     # the checkpoints it wrote after resuming are the engine's own: sharded under FSDP
     assert distributed.is_sharded_checkpoint(one_to_two / f"checkpoint-{STEPS}") == fsdp
-    torch.testing.assert_close(final_logits(one_to_two), final_logits(root / "single"), rtol=0, atol=1e-5)
+    torch.testing.assert_close(final_logits(one_to_two), single_logits, rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------------------------
