@@ -25,7 +25,6 @@ from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
 from gptforge import GPTForgeForCausalLM
 from gptforge.scripts import cli, pretrain
-from gptforge.training.trainer import GPTForgeTrainer
 from gptforge.training.muon import (
     NS_COEFFICIENTS,
     MuonFactory,
@@ -35,6 +34,7 @@ from gptforge.training.muon import (
     update_scale,
     zeropower_via_newtonschulz,
 )
+from gptforge.training.trainer import GPTForgeTrainer
 
 ATTENTION_AND_MLP = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
