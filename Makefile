@@ -49,7 +49,8 @@ test-slow: $(STAMP)
 
 # everything, `slow` included (the -m here replaces the default `-m 'not slow'` of pyproject's addopts)
 test-all: $(STAMP)
-	# --dist loadfile: a file's tests run in order on one worker (the distributed resume tests continue earlier runs)
+	# --dist loadfile: a file's tests share one worker, so a module-scoped fixture (the 2-process runs the distributed
+	# resume tests continue) is built once, not once per worker
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "slow or not slow"
 
 # The suite against the lowest transformers pyproject.toml allows (`make test` gets the newest pip resolves), in a
