@@ -37,7 +37,15 @@ from .options import ScheduleOptions, TrainerOptions
 
 DEFAULT_RECIPE = "classic"
 # the pretrain options a recipe sets (the model switches go under "model")
-TRAINING_KEYS = ("optim", "lr_schedule", "learning_rate", "warmup_steps", "weight_decay", "min_lr_ratio", "decay_fraction")
+TRAINING_KEYS = (
+    "optim",
+    "lr_schedule",
+    "learning_rate",
+    "warmup_steps",
+    "weight_decay",
+    "min_lr_ratio",
+    "decay_fraction",
+)
 
 
 def _option_default(name: str) -> Any:
