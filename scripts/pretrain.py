@@ -101,10 +101,10 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     from ..training.arguments import training_arguments
     from ..training.checkpointing import find_latest_checkpoint, remove_unfinished
     from ..training.config import apply_tokenizer, build_config, check_block_size, config_fields, parse_overrides
-    from ..training.options import given_fields
     from ..training.folders import load_tokenizer, require_tokenizer_folder
     from ..training.metrics import MetricsCallback, plot_losses, read_metrics
     from ..training.muon import muon_for_trainer
+    from ..training.options import given_fields
     from ..training.summary import keep_args_as_json
     from ..training.trainer import CompleteCheckpointCallback, GPTForgeTrainer
 

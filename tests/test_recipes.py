@@ -21,8 +21,8 @@ from gptforge.scripts import cli, pretrain
 from gptforge.training import recipes
 from gptforge.training.config import config_fields
 from gptforge.training.encoding import packer, token_byte_lengths
-from gptforge.training.folders import load_tokenizer
 from gptforge.training.errors import UsageError
+from gptforge.training.folders import load_tokenizer
 from gptforge.training.options import from_namespace, given_fields, option, typed_main
 
 TINY = {
