@@ -331,3 +331,56 @@ def test_modern_recipe_trains(workdir, corpus, tokenizer_dir):
     for key, value in recipes.RECIPES["modern"]["model"].items():
         assert config[key] == value, key
     assert summary["recipe"]["name"] == "modern" and math.isfinite(summary["eval_loss"])
+
+
+# --- the ablation harness ------------------------------------------------------------------------------------------
+
+
+def bench_argv(workdir: Path, corpus: Path, *extra: str) -> list[str]:
+    sets = [f"--set={key}={value}" for key, value in TINY.items()]
+    return [
+        "--data", str(corpus), "--sample-by", "document", "--steps", "2", "--seeds", "1", "--batch", "2",
+        "--block-size", "32", "--vocab-size", "300", "--eval-blocks", "4", "--work", str(workdir), *sets, *extra,
+    ]  # fmt: skip
+
+
+def test_recipe_benchmark_runs_end_to_end(workdir, corpus, capsys):
+    from benchmarks import recipe as bench
+
+    out = workdir / "bench.json"
+    results = bench.main(
+        bench_argv(workdir / "bench", corpus, "--skip-stdlib", "--rows", "+wsd,+qk_norm", "--json", str(out))
+    )
+    assert json.loads(out.read_text()) == results
+    rows = {r["row"]: r for r in results}
+    assert [r["row"] for r in results] == ["classic", "+wsd", "+qk_norm"]
+    classic, wsd = rows["classic"], rows["+wsd"]
+    assert classic["delta_vs_classic"] == 0 and classic["step_time_vs_classic"] == 1
+    assert (classic["steps"], classic["tokens"], wsd["tokens"]) == (2, 2 * 2 * 32, 2 * 2 * 32)
+    assert wsd["recipe"]["lr_schedule"] == "warmup_stable_decay" and wsd["recipe"]["name"] == "classic"
+    assert wsd["delta_vs_classic"] == pytest.approx(wsd["bits_per_byte"] - classic["bits_per_byte"])
+    printed = capsys.readouterr().out
+    assert f"| {corpus} | +wsd | {wsd['bits_per_byte']:.4f} ± 0.0000 |" in printed
+    assert f"seed noise ({corpus}, classic's half-range over seeds): 0.0000 bits/byte" in printed
+    if "qk_norm" in MISSING_MODERN:
+        assert rows["+qk_norm"] == {
+            "corpus": str(corpus),
+            "row": "+qk_norm",
+            "skipped": "GPTForgeConfig lacks qk_norm",
+        }
+    else:
+        assert rows["+qk_norm"]["recipe"]["explicit"] == [] and math.isfinite(rows["+qk_norm"]["bits_per_byte"])
+
+
+@pytest.mark.slow
+def test_recipe_benchmark_every_row_on_both_corpora(workdir, corpus):
+    from benchmarks import recipe as bench
+
+    results = bench.main(bench_argv(workdir / "bench-all", corpus, "--max-files", "3"))
+    assert [(r["corpus"], r["row"]) for r in results] == [
+        (name, row) for name in ("stdlib", str(corpus)) for row in bench.ROWS
+    ]
+    for r in results:
+        assert ("skipped" in r) == bool(bench.missing_fields(r["row"])), r["row"]
+        if "skipped" not in r:
+            assert math.isfinite(r["bits_per_byte"]) and r["steps"] == 2
