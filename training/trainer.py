@@ -76,7 +76,7 @@ class GPTForgeTrainer(Trainer):
         `warmup_steps` may): pretrain's `--decay-fraction` holds for any number of steps or epochs."""
         kwargs = self.args.lr_scheduler_kwargs or {}
         decay = kwargs.get("num_decay_steps")
-        if self.lr_scheduler is None and isinstance(decay, float) and 0 < decay <= 1:
+        if getattr(self, "lr_scheduler", None) is None and isinstance(decay, float) and 0 < decay <= 1:
             self.lr_scheduler = get_scheduler(
                 self.args.lr_scheduler_type,
                 optimizer=optimizer if optimizer is not None else self.optimizer,
