@@ -48,6 +48,7 @@ def summarize_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "final_train_loss": last("loss"),
         "eval_loss": last("eval_loss"),
         "eval_perplexity": last("eval_perplexity"),
+        "eval_bits_per_byte": last("eval_bits_per_byte"),
         "train_runtime_s": last("train_runtime"),
     }
     return {key: value for key, value in figures.items() if value is not None}
@@ -58,8 +59,9 @@ def read_training_figures(folder: str | os.PathLike) -> dict[str, Any]:
 
     Contract with `pretrain`/`finetune`: `training_summary.json` in the model folder, a JSON object whose scalar
     entries are shown in the card in file order (what `pretrain.main` returns: `global_step`, `tokens_seen`,
-    `train_loss`, `eval_loss`, `eval_perplexity`, `train_runtime_s`, ...; local paths `output_dir`/`final_dir` are
-    left out), plus optional `base_model` (str, for fine-tunes), `datasets` (Hub dataset ids) and `license`, which
+    `train_loss`, `eval_loss`, `eval_perplexity`, `eval_bits_per_byte`, `train_runtime_s`, ...; local paths
+    `output_dir`/`final_dir` are left out; a `recipe` object, training/recipes.py, becomes the line "Trained with
+    the `NAME` recipe: ..."), plus optional `base_model` (str, for fine-tunes), `datasets` (Hub dataset ids) and `license`, which
     go to the front matter. Without it, `summarize_metrics` of `metrics.jsonl` in the folder or its parent (the run
     folder of `OUT/final`) is used.
     """
@@ -75,6 +77,30 @@ def read_training_figures(folder: str | os.PathLike) -> dict[str, Any]:
             lines = metrics.read_text(encoding="utf-8").splitlines()
             return summarize_metrics(json.loads(line) for line in lines if line.strip())
     return {}
+
+
+def describe_recipe(record: Mapping[str, Any]) -> str:
+    """The recipe a run trained with (`recipe` in training_summary.json, from training/recipes.py), as one line:
+    its name and what it resolved to. Pretrain prints the same line when it starts."""
+    floor = f"{record['min_lr_ratio']:g} of the peak"
+    if record["lr_schedule"] == "warmup_stable_decay":
+        schedule = f"warmup_stable_decay (linear cooldown to {floor} over the last {record['decay_fraction']:.0%})"
+    else:
+        schedule = f"{record['lr_schedule']} (to {floor})"
+    parts = [
+        f"optimizer {record['optim']}",
+        f"learning rate {record['learning_rate']:g}",
+        f"warmup {record['warmup_steps']:g}",
+        f"weight decay {record['weight_decay']:g}",
+        f"schedule {schedule}",
+    ]
+    model = record.get("model") or {}
+    parts.append(
+        "model " + ", ".join(f"{key}={value}" for key, value in model.items()) if model else "the preset's model"
+    )
+    if record.get("explicit"):
+        parts.append("set explicitly: " + ", ".join(record["explicit"]))
+    return f"the `{record['name']}` recipe: " + "; ".join(parts)
 
 
 def _format_figure(value: Any) -> str:
@@ -221,6 +247,8 @@ def model_card(
         if scalar_figures
         else f"No training figures were recorded (`{TRAINING_SUMMARY_FILE}` or `{METRICS_FILE}`)."
     )
+    if isinstance(figures.get("recipe"), dict):
+        training = f"Trained with {describe_recipe(figures['recipe'])}.\n\n{training}"
     if pipeline_tag == "text-generation":
         use = 'print(pipe("Once upon a time", max_new_tokens=40)[0]["generated_text"])'
     else:

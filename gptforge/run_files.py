@@ -4,6 +4,7 @@
         training_summary.json     TRAINING_SUMMARY_FILE: the figures the model card quotes
         training_args.json        TRAINING_ARGS_FILE: Trainer's arguments as JSON (the pickled ones are removed)
     OUT/metrics.jsonl             METRICS_FILE: one JSON object per log or evaluation
+    OUT/recipe.json               RECIPE_FILE: pretrain's recipe and the values it resolved to (read by --resume)
     OUT/loss.png                  LOSS_PLOT: train and validation loss
     OUT/tokenizer/                TOKENIZER_DIR: pretrain's own tokenizer, trained when none is given
     OUT/checkpoints/              CHECKPOINTS_DIR: finetune's checkpoints (pretrain's sit in OUT itself)
@@ -21,6 +22,7 @@ FINAL_DIR = "final"
 TRAINING_SUMMARY_FILE = "training_summary.json"
 TRAINING_ARGS_FILE = "training_args.json"
 METRICS_FILE = "metrics.jsonl"
+RECIPE_FILE = "recipe.json"
 LOSS_PLOT = "loss.png"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINTS_DIR = "checkpoints"

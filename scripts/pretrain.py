@@ -1,5 +1,8 @@
 """Pretrain a gptforge causal LM with Transformers' `Trainer`: AdamW, warmup + cosine decay, checkpoints, resume.
 
+`--recipe NAME` trains with a whole recipe instead (training/recipes.py: model switches, optimizer, schedule,
+learning rates, on top of the preset); flags given explicitly win over it.
+
 The model comes from a preset (`--preset tiny`), a config JSON (`--config cfg.json`, or a model folder), plus any
 `--set field=value` overrides; its vocabulary size and special-token ids always come from the tokenizer. Without
 `--tokenizer`, one is trained on the training split first (saved in OUT/tokenizer). Without `--data`, the corpus
@@ -9,13 +12,16 @@ Output layout:
     OUT/checkpoint-N/    model, tokenizer, optimizer, scheduler, RNG and trainer state, and the completion marker
                          written last (training/checkpointing.py): --resume reads only marked, verified checkpoints
     OUT/final/           model + tokenizer: AutoModelForCausalLM / AutoTokenizer.from_pretrained("OUT/final")
-    OUT/metrics.jsonl    one JSON object per log/eval: step, tokens seen, loss, lr, eval loss and perplexity
+    OUT/metrics.jsonl    one JSON object per log/eval: step, tokens seen, loss, lr, eval loss, perplexity and
+                         bits per byte
+    OUT/recipe.json      the recipe and the values it resolved to (a resumed run keeps them)
     OUT/loss.png         train and validation loss against tokens seen
 
 Usage:
     gptforge pretrain --out runs/tiny                                   # tiny preset on the stdlib corpus
     gptforge pretrain --out runs/tiny --tokenizer runs/tok --max-steps 300 --learning-rate 3e-3
     gptforge pretrain --out runs/x --data corpus/ --preset llama-30m --set num_hidden_layers=4 --block-size 512
+    gptforge pretrain --out runs/m --recipe modern --learning-rate 1e-3   # a recipe; the flag wins over it
     gptforge pretrain --out runs/tiny --resume                          # continue from the latest checkpoint
     torchrun --nproc_per_node 2 -m gptforge.scripts.cli pretrain --out runs/ddp ...
     accelerate launch --config_file scripts/accelerate_fsdp.yaml -m gptforge.scripts.cli pretrain --out runs/fsdp ...
@@ -24,15 +30,17 @@ Ctrl-C or a crash stops training; the last complete checkpoint stays usable by `
 loss stops the run before the optimizer applies it.
 """
 
+import dataclasses
 import json
 import os
 import shutil
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ..training.errors import UsageError
-from ..training.options import DataOptions, TokenizeOptions, TrainerOptions, option, typed_main
+from ..training.options import DataOptions, ScheduleOptions, TokenizeOptions, TrainerOptions, option, typed_main
+from ..training.recipes import DEFAULT_RECIPE, RECIPES
 
 HELP = "pretrain a causal LM (preset/config/--set) with Trainer: warmup+cosine AdamW, checkpoints, --resume"
 # `GPTForgeConfig.list_presets()`, spelled out so the flags need no torch (a test keeps the two equal)
@@ -40,7 +48,7 @@ PRESET_NAMES = ["encoder", "gpt2-124m", "gpt2-355m", "llama-135m", "llama-34m", 
 
 
 @dataclass
-class PretrainOptions(TrainerOptions, TokenizeOptions, DataOptions):
+class PretrainOptions(ScheduleOptions, TrainerOptions, TokenizeOptions, DataOptions):
     """Every flag of `gptforge pretrain`, and the keywords of `main`."""
 
     output_dir: str | os.PathLike = option(
@@ -68,11 +76,11 @@ class PretrainOptions(TrainerOptions, TokenizeOptions, DataOptions):
         False,
         "torch.compile the whole model in the Trainer (faster steps after a first one that compiles; see README)",
     )
-    optim: Literal["adamw", "muon"] = option(
-        "adamw",
-        "muon: Muon for the attention and MLP matrices, AdamW for the rest, both at --learning-rate (README, Muon)",
+    recipe: str | None = option(
+        None,
+        f"a whole training recipe ({', '.join(RECIPES)}; default: {DEFAULT_RECIPE}): model switches, optimizer, "
+        "schedule, learning rates, on top of the preset; explicit flags and --set win (README, Recipes)",
     )
-    min_lr_ratio: float = option(0.1, "cosine decays to this fraction of the peak")
     eval_steps: int = option(100, "evaluate (loss, perplexity) every N steps")
     save_steps: int = option(100, "write a checkpoint every N steps")
     save_total_limit: int | None = option(3, "keep at most this many checkpoints")
@@ -87,14 +95,16 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     """
     from transformers import AutoModelForCausalLM, set_seed
 
-    from ..run_files import FINAL_DIR, LOSS_PLOT, METRICS_FILE, TOKENIZER_DIR, TRAINING_SUMMARY_FILE
-    from ..training import distributed, encoding, prepared, resharding, resume, sources
+    from ..model_card import describe_recipe
+    from ..run_files import FINAL_DIR, LOSS_PLOT, METRICS_FILE, RECIPE_FILE, TOKENIZER_DIR, TRAINING_SUMMARY_FILE
+    from ..training import distributed, encoding, prepared, recipes, resharding, resume, sources
     from ..training.arguments import training_arguments
     from ..training.checkpointing import find_latest_checkpoint, remove_unfinished
-    from ..training.config import apply_tokenizer, build_config, check_block_size, parse_overrides
+    from ..training.config import apply_tokenizer, build_config, check_block_size, config_fields, parse_overrides
     from ..training.folders import load_tokenizer, require_tokenizer_folder
     from ..training.metrics import MetricsCallback, plot_losses, read_metrics
     from ..training.muon import muon_for_trainer
+    from ..training.options import given_fields
     from ..training.summary import keep_args_as_json
     from ..training.trainer import CompleteCheckpointCallback, GPTForgeTrainer
 
@@ -107,7 +117,14 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     # --- checks that need nothing loaded ---
     if options.streaming and options.max_steps is None:
         raise UsageError("--streaming needs --max-steps: a stream has no length to count epochs by")
+    # the recipe, then the flags given explicitly over it; a resumed run keeps the values it started with
+    recipe = recipes.resolve(
+        options.recipe, options, given_fields(options), resume.recorded_recipe(out) if options.resume else None
+    )
     resume_from = resume.prepare_run_folder(out, resume=options.resume, overwrite=options.overwrite)
+    options = dataclasses.replace(options, **{key: recipe[key] for key in recipes.TRAINING_KEYS})
+    if not 0 < options.decay_fraction <= 1:
+        raise UsageError(f"--decay-fraction must be in (0, 1], got {options.decay_fraction}")
     if options.tokenizer is not None:
         require_tokenizer_folder(options.tokenizer)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -115,7 +132,11 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     if options.preset is not None and options.config is not None:
         raise UsageError(f"pass either --preset ({options.preset}) or --config ({options.config}), not both")
     override_values = parse_overrides(options.overrides)
-    model_config = build_config(options.preset, options.config, override_values)
+    model_config = build_config(
+        options.preset,
+        options.config,
+        override_values if resume_from else recipes.model_overrides(recipe, override_values, config_fields()),
+    )
     if resume_from is not None:
         # The run continues as it was saved: flags that would change the model are an error, repeats a warning.
         model_config, ignored = resume.resumed_config(resume_from, options, override_values)
@@ -127,13 +148,27 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         override_values["vocab_size"] = model_config.vocab_size  # keep its (possibly padded) vocabulary
     check_block_size(options.block_size, model_config)
 
+    if options.lr_schedule == "warmup_stable_decay":
+        # the cooldown as a fraction of the steps: GPTForgeTrainer.create_scheduler turns it into steps
+        schedule: dict[str, Any] = dict(
+            lr_scheduler_type="warmup_stable_decay",
+            lr_scheduler_kwargs={
+                "num_decay_steps": float(options.decay_fraction),
+                "decay_type": "linear",
+                "min_lr_ratio": options.min_lr_ratio,
+            },
+        )
+    else:
+        schedule = dict(
+            lr_scheduler_type="cosine_with_min_lr" if options.min_lr_ratio > 0 else "cosine",
+            lr_scheduler_kwargs={"min_lr_rate": options.min_lr_ratio} if options.min_lr_ratio > 0 else {},
+        )
     args = training_arguments(
         out,
         options,
         adam_beta1=0.9,
         adam_beta2=0.95,
-        lr_scheduler_type="cosine_with_min_lr" if options.min_lr_ratio > 0 else "cosine",
-        lr_scheduler_kwargs={"min_lr_rate": options.min_lr_ratio} if options.min_lr_ratio > 0 else {},
+        **schedule,
         eval_strategy="steps",
         eval_steps=options.eval_steps,
         save_strategy="steps",
@@ -171,6 +206,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         apply_tokenizer(model_config, tok, override_values.get("vocab_size"))
         tok.model_max_length = model_config.max_position_embeddings
         encoding.start_documents_with_bos(tok)  # the saved folder encodes a prompt as documents were packed
+    bytes_per_token = encoding.bytes_per_scored_token(eval_blocks, tok)
 
     # --- model ---
     set_seed(options.seed)
@@ -189,12 +225,13 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         processing_class=tok,
         optimizer_cls_and_kwargs=muon_for_trainer(args) if options.optim == "muon" else None,
         callbacks=[
-            MetricsCallback(metrics_path, tokens_per_example=options.block_size),
+            MetricsCallback(metrics_path, tokens_per_example=options.block_size, bytes_per_token=bytes_per_token),
             CompleteCheckpointCallback(keep=options.save_total_limit),
         ],
     )
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
+        (out / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
         for leftover in remove_unfinished(out):  # checkpoints and staged saves a crash cut short
             print(f"removed {leftover.name}: its save never finished")
         if resize_note:
@@ -211,6 +248,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
             f"{options.batch_size * options.gradient_accumulation_steps * args.world_size}"
             + (f"; resuming from {resume_from.name}" if resume_from else "")
         )
+        print(f"training with {describe_recipe(recipe)}")
 
     resume_path = None
     if resume_from is not None:
@@ -255,9 +293,11 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         "train_loss": result.training_loss,
         "eval_loss": last_eval.get("eval_loss"),
         "eval_perplexity": last_eval.get("eval_perplexity"),
+        "eval_bits_per_byte": last_eval.get("eval_bits_per_byte"),
         "train_runtime_s": result.metrics.get("train_runtime"),
         "world_size": args.world_size,
         "held_out": held_out,
+        "recipe": recipe,
     }
     if trainer.is_world_process_zero():
         # the figures a model card quotes (`gptforge push`); local paths stay out of a published folder

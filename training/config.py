@@ -10,7 +10,8 @@ from ..configuration import GPTForgeConfig
 from .errors import UsageError
 
 
-def _config_keys() -> set[str]:
+def config_fields() -> set[str]:
+    """The names `--set` accepts: the config's fields and their aliases."""
     return {f.name for f in fields(GPTForgeConfig)} | set(GPTForgeConfig.attribute_map)
 
 
@@ -42,9 +43,9 @@ def parse_overrides(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
                 except json.JSONDecodeError:
                     value = raw
             pairs[key.strip()] = value
-    unknown = sorted(set(pairs) - _config_keys())
+    unknown = sorted(set(pairs) - config_fields())
     if unknown:
-        raise UsageError(f"unknown config field(s) {unknown}; GPTForgeConfig fields: {sorted(_config_keys())}")
+        raise UsageError(f"unknown config field(s) {unknown}; GPTForgeConfig fields: {sorted(config_fields())}")
     return pairs
 
 

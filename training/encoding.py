@@ -142,6 +142,40 @@ def pack_for_causal_lm(
     return datasets.DatasetDict(packed)
 
 
+def token_byte_lengths(tokenizer: Any) -> torch.Tensor:
+    """The UTF-8 bytes of text each token id stands for (special tokens: none), as an int64 table by id.
+
+    Exact for a byte-level BPE (gptforge's tokenizers): each character of a token is one byte of the byte-level
+    alphabet. Another tokenizer's tokens are measured by their decoded text, which can miscount a token that is a
+    fragment of a multi-byte character.
+    """
+    from tokenizers import decoders
+
+    special = set(tokenizer.all_special_ids)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    byte_level = backend is not None and isinstance(backend.decoder, decoders.ByteLevel)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    lengths = [
+        0
+        if i in special or piece is None
+        else (len(piece) if byte_level else len(tokenizer.convert_tokens_to_string([piece]).encode("utf-8")))
+        for i, piece in enumerate(pieces)
+    ]
+    return torch.tensor(lengths, dtype=torch.long)
+
+
+def bytes_per_scored_token(blocks: Any, tokenizer: Any) -> float | None:
+    """Mean UTF-8 bytes per token that a causal LM is scored on in `blocks` (every position but each block's first):
+    the factor from a validation loss in nats per token to bits per byte. None when the tokens hold no text."""
+    table = token_byte_lengths(tokenizer)
+    total_bytes, total_tokens = 0, 0
+    for first in range(0, len(blocks), 256):
+        ids = torch.as_tensor(blocks[first : first + 256]["input_ids"], dtype=torch.long)[:, 1:]
+        total_bytes += int(table[ids.clamp(max=len(table) - 1)].sum())
+        total_tokens += ids.numel()
+    return total_bytes / total_tokens if total_bytes and total_tokens else None
+
+
 def causal_lm_collator(features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack equal-length blocks; the labels are the inputs (the model shifts them)."""
     input_ids = torch.stack([torch.as_tensor(f["input_ids"], dtype=torch.long) for f in features])

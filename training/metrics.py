@@ -25,11 +25,16 @@ class MetricsCallback(TrainerCallback):
     `tokens_per_example` is the block size of a language model (None for a classifier: no tokens, no perplexity);
     tokens seen = step * per-device batch * gradient accumulation * processes * tokens per example. On resume, lines
     from beyond the resumed step (written by the interrupted run) are dropped, so the file has one history.
+    `bytes_per_token` (UTF-8 bytes per scored validation token, `encoding.bytes_per_scored_token`) adds the
+    validation loss in bits per byte, which compares runs with different tokenizers.
     """
 
-    def __init__(self, path: str | os.PathLike, tokens_per_example: int | None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, tokens_per_example: int | None, bytes_per_token: float | None = None
+    ) -> None:
         self.path = Path(path)
         self.tokens_per_example = tokens_per_example
+        self.bytes_per_token = bytes_per_token
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -48,12 +53,19 @@ class MetricsCallback(TrainerCallback):
         record.update(logs)
         if "eval_loss" in logs and self.tokens_per_example:  # a language model's loss (not a classifier's)
             record["eval_perplexity"] = perplexity(logs["eval_loss"])
+            if self.bytes_per_token:
+                record["eval_bits_per_byte"] = bits_per_byte(logs["eval_loss"], self.bytes_per_token)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
 
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 50 else float("inf")
+
+
+def bits_per_byte(loss: float, bytes_per_token: float) -> float:
+    """A loss in nats per token as bits per byte of the text: loss / ln 2 / (bytes per token)."""
+    return loss / math.log(2) / bytes_per_token
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

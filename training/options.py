@@ -31,6 +31,19 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound="DataclassInstance")  # an options dataclass
 # where argparse keeps the flag spelling of a field that is also a positional
 _FLAG_DEST = "{}__flag"
+# where argparse, and then the options object, keep the names of the fields given on the command line or to `main`
+_GIVEN = "_given_fields"
+
+
+def _recording(action: type[argparse.Action]) -> type[argparse.Action]:
+    """`action` that also notes its field as given: a flag passed with its default value is still a choice."""
+
+    class Recording(action):  # type: ignore[valid-type,misc]
+        def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+            super().__call__(parser, namespace, values, option_string)
+            setattr(namespace, _GIVEN, getattr(namespace, _GIVEN, frozenset()) | {self.dest})
+
+    return Recording
 
 
 def _flags(field: dataclasses.Field) -> list[str]:
@@ -95,6 +108,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, options_type: type)
             kwargs["default"] = default
         else:
             kwargs["required"] = True
+        kwargs["action"] = _recording(parser._registry_get("action", kwargs.get("action"), kwargs.get("action")))
         parser.add_argument(*_flags(field), dest=field.name, **kwargs)
 
 
@@ -117,7 +131,28 @@ def from_namespace(options_type: type[T], namespace: argparse.Namespace) -> T:
             raise UsageError(f"missing {name}: give it as an argument or as {_flags(f)[0]} {name}")
     if loose:
         raise UsageError(f"unexpected extra argument {loose[0]!r}: every folder is already given")
-    return options_type(**values)
+    options = options_type(**values)
+    setattr(options, _GIVEN, frozenset(getattr(namespace, _GIVEN, frozenset())) & set(values))
+    return options
+
+
+def given_fields(options: Any) -> frozenset[str]:
+    """The fields the user chose: the flags on the command line, or the keywords passed to a typed `main`.
+
+    An options object built directly (not through `from_namespace` or `typed_main`) counts the fields whose value
+    differs from the default.
+    """
+    if hasattr(options, _GIVEN):
+        return frozenset(getattr(options, _GIVEN))
+    chosen = set()
+    for field in dataclasses.fields(options):
+        if field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = field.default
+        if default is dataclasses.MISSING or getattr(options, field.name) != default:
+            chosen.add(field.name)
+    return frozenset(chosen)
 
 
 def flag_of(options_type: type, name: str) -> str:
@@ -158,7 +193,9 @@ def typed_main(options_type: type[T]) -> Callable[[Callable[[T], Any]], Callable
         @functools.wraps(run)
         def main(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
-            return run(options_type(**bound.arguments))
+            options = options_type(**bound.arguments)
+            setattr(options, _GIVEN, frozenset(bound.arguments))
+            return run(options)
 
         main.__signature__ = signature  # type: ignore[attr-defined]
         main.options_type = options_type  # type: ignore[attr-defined]
@@ -240,3 +277,20 @@ class TrainerOptions:
     report_to: str = option("none", "Trainer integrations, comma-separated (tensorboard, wandb, ...)")
     seed: int = option(0, "seeds init, data order, the validation split and subsets")
     progress: bool = option(True, "no progress bars", flags=["--no-progress"])
+
+
+@dataclasses.dataclass(kw_only=True)
+class ScheduleOptions:
+    """Pretraining's optimizer and learning-rate schedule: with the Trainer knobs, what a recipe sets besides the
+    model (training/recipes.py). The defaults are the `classic` recipe's."""
+
+    optim: Literal["adamw", "muon"] = option(
+        "adamw",
+        "muon: Muon for the attention and MLP matrices, AdamW for the rest, both at --learning-rate (README, Muon)",
+    )
+    lr_schedule: Literal["cosine", "warmup_stable_decay"] = option(
+        "cosine",
+        "after warmup: cosine decay, or warmup_stable_decay (constant, then a linear cooldown over --decay-fraction)",
+    )
+    min_lr_ratio: float = option(0.1, "the schedule decays to this fraction of the peak")
+    decay_fraction: float = option(0.4, "warmup_stable_decay: the share of the steps the cooldown takes")

@@ -4,7 +4,9 @@ A run folder holds one run. Without either flag, a folder that already holds one
 `metrics.jsonl`) is refused, so a typo in `--out` never overwrites a week of training. `--overwrite` deletes that run
 and starts over; `--resume` continues from the newest complete, verified checkpoint, with that checkpoint's own config
 and tokenizer. Flags that would change the model are then an error (`conflicts_on_resume`), flags it merely does not
-use a warning (`ignored_on_resume`): the run continues as it was saved.
+use a warning (`ignored_on_resume`): the run continues as it was saved. So does its recipe (`recorded_recipe`,
+training/recipes.py): a resumed run trains with the values recorded when it started, and another `--recipe` is an
+error.
 """
 
 import dataclasses
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from ..configuration import PRESETS, GPTForgeConfig
-from ..run_files import FINAL_DIR, LOSS_PLOT, METRICS_FILE, TOKENIZER_DIR
+from ..run_files import FINAL_DIR, LOSS_PLOT, METRICS_FILE, RECIPE_FILE, TOKENIZER_DIR
 from .checkpointing import find_latest_checkpoint, list_checkpoints
 from .distributed import check_resume_world_size, sharded_fsdp_launch
 from .errors import UsageError
@@ -54,7 +56,7 @@ def prepare_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Path | No
         # ignore_errors / missing_ok: under torchrun every process runs this at once
         for folder in [folder for _, folder in existing] + list(out.glob(".resume-checkpoint-*")):
             shutil.rmtree(folder, ignore_errors=True)
-        for stale in (final_dir, out / TOKENIZER_DIR, metrics_path, out / LOSS_PLOT):
+        for stale in (final_dir, out / TOKENIZER_DIR, metrics_path, out / LOSS_PLOT, out / RECIPE_FILE):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     # any number of processes may have written it: the checkpoint's own RNG files are what must be complete
     resume_from = find_latest_checkpoint(out) if resume else None
@@ -64,6 +66,12 @@ def prepare_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Path | No
             f"--resume: no complete checkpoint in {str(out)!r} (found: {found}); drop --resume to start a new run"
         )
     return resume_from
+
+
+def recorded_recipe(out: Path) -> dict[str, Any] | None:
+    """The recipe record a run folder was started with (`RECIPE_FILE`); None for a run from before recipes."""
+    path = out / RECIPE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def check_resume_launch(checkpoint: Path, world_size: int) -> str | None:

@@ -4,6 +4,7 @@
   (`resharding.record_parameter_names`) and writes the completion marker (`checkpointing.mark_complete`). Rotation
   (`save_total_limit`) happens here too, after the marker, so a complete checkpoint is never deleted before the next
   one is complete.
+- `GPTForgeTrainer.create_scheduler` reads a warmup-stable-decay cooldown given as a fraction of the steps.
 - `GPTForgeTrainer.training_step` stops the run on a NaN or infinite loss, before the optimizer step, naming the step
   and the last good checkpoint (Trainer's logging would average it away or print it as a number).
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, get_scheduler
 
 from .checkpointing import complete_checkpoints, mark_complete
 from .distributed import enable_fsdp_on_cpu, is_sharded_fsdp, save_checkpoint_metadata, save_full_model
@@ -69,6 +70,22 @@ class GPTForgeTrainer(Trainer):
             save_checkpoint_metadata(self, output_dir)
         else:  # a model folder: the full weights, loadable in one process
             save_full_model(self, output_dir)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        """Trainer's scheduler, where warmup-stable-decay's `num_decay_steps` may be a fraction of the steps (as
+        `warmup_steps` may): pretrain's `--decay-fraction` holds for any number of steps or epochs."""
+        kwargs = self.args.lr_scheduler_kwargs or {}
+        decay = kwargs.get("num_decay_steps")
+        if getattr(self, "lr_scheduler", None) is None and isinstance(decay, float) and 0 < decay <= 1:
+            self.lr_scheduler = get_scheduler(
+                self.args.lr_scheduler_type,
+                optimizer=optimizer if optimizer is not None else self.optimizer,
+                num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                num_training_steps=num_training_steps,
+                scheduler_specific_kwargs={**kwargs, "num_decay_steps": max(1, round(decay * num_training_steps))},
+            )
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
         loss = super().training_step(model, inputs, num_items_in_batch)
