@@ -26,6 +26,7 @@ _LAZY_NAMES: dict[str, str] = {
     "PRESETS": ".configuration",
     "GPTForgeConfig": ".configuration",
     "GPTForgeForCausalLM": ".modeling",
+    "GPTForgeForQuestionAnswering": ".modeling",
     "GPTForgeForSequenceClassification": ".modeling",
     "GPTForgeForTokenClassification": ".modeling",
     "GPTForgeModel": ".modeling",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from .configuration import PRESETS, GPTForgeConfig
     from .modeling import (
         GPTForgeForCausalLM,
+        GPTForgeForQuestionAnswering,
         GPTForgeForSequenceClassification,
         GPTForgeForTokenClassification,
         GPTForgeModel,
@@ -90,6 +92,7 @@ def register() -> None:
         AutoConfig,
         AutoModel,
         AutoModelForCausalLM,
+        AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -98,6 +101,7 @@ def register() -> None:
     from .configuration import GPTForgeConfig
     from .modeling import (
         GPTForgeForCausalLM,
+        GPTForgeForQuestionAnswering,
         GPTForgeForSequenceClassification,
         GPTForgeForTokenClassification,
         GPTForgeModel,
@@ -109,6 +113,7 @@ def register() -> None:
     AutoModelForCausalLM.register(GPTForgeConfig, GPTForgeForCausalLM, exist_ok=True)
     AutoModelForSequenceClassification.register(GPTForgeConfig, GPTForgeForSequenceClassification, exist_ok=True)
     AutoModelForTokenClassification.register(GPTForgeConfig, GPTForgeForTokenClassification, exist_ok=True)
+    AutoModelForQuestionAnswering.register(GPTForgeConfig, GPTForgeForQuestionAnswering, exist_ok=True)
     AutoTokenizer.register(GPTForgeConfig, tokenizer_class=GPTForgeTokenizer, exist_ok=True)
 
 
@@ -181,6 +186,7 @@ __all__ = [
     "PRESETS",
     "GPTForgeConfig",
     "GPTForgeForCausalLM",
+    "GPTForgeForQuestionAnswering",
     "GPTForgeForSequenceClassification",
     "GPTForgeForTokenClassification",
     "GPTForgeModel",

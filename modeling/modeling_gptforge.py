@@ -38,7 +38,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
-from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_layers import GenericForQuestionAnswering, GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -823,10 +823,23 @@ class GPTForgeForTokenClassification(GPTForgePreTrainedModel):
         )
 
 
+class GPTForgeForQuestionAnswering(GenericForQuestionAnswering, GPTForgePreTrainedModel):
+    """Extractive QA: start and end logits per token (`qa_outputs`, as Llama's); forward and loss are Transformers'
+    `GenericForQuestionAnswering`'s. The trunk sits under `model` (Llama's QA head calls it `transformer`)."""
+
+    def __init__(self, config: GPTForgeConfig) -> None:
+        # not the generic `__init__`: its `AutoModel.from_config` finds no trunk where gptforge is only remote code
+        GPTForgePreTrainedModel.__init__(self, config)
+        self.model = GPTForgeModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+
 __all__ = [
     "GPTForgePreTrainedModel",
     "GPTForgeModel",
     "GPTForgeForCausalLM",
     "GPTForgeForSequenceClassification",
     "GPTForgeForTokenClassification",
+    "GPTForgeForQuestionAnswering",
 ]
