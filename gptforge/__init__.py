@@ -33,6 +33,7 @@ _LAZY_NAMES: dict[str, str] = {
     "GPTForgePreTrainedModel": ".modeling",
     "GPTForgeTokenizer": ".tokenization",
     "train_tokenizer": ".tokenization",
+    "from_seed_encoder": ".modeling.conversion",
     "from_transformers": ".modeling.conversion",
     "to_transformers": ".modeling.conversion",
     "cpu_compile_config": ".compiling",
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
         GPTForgeModel,
         GPTForgePreTrainedModel,
     )
-    from .modeling.conversion import from_transformers, to_transformers
+    from .modeling.conversion import from_seed_encoder, from_transformers, to_transformers
     from .tokenization import GPTForgeTokenizer, train_tokenizer
 
 
@@ -192,6 +193,7 @@ __all__ = [
     "GPTForgeModel",
     "GPTForgePreTrainedModel",
     "GPTForgeTokenizer",
+    "from_seed_encoder",
     "from_transformers",
     "to_transformers",
     "train_tokenizer",
