@@ -800,8 +800,8 @@ class GPTForgeForTokenClassification(GenericForTokenClassification, GPTForgePreT
     Transformers' `GenericForTokenClassification`'s."""
 
     def __init__(self, config: GPTForgeConfig) -> None:
-        # not the generic `__init__`: its `AutoModel.from_config` finds no trunk where gptforge is only remote code
-        GPTForgePreTrainedModel.__init__(self, config)
+        # past the generic `__init__` to PreTrainedModel's: `AutoModel.from_config` finds no trunk in remote code
+        super(GenericForTokenClassification, self).__init__(config)
         self.num_labels = config.num_labels
         self.model = GPTForgeModel(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
@@ -815,8 +815,8 @@ class GPTForgeForQuestionAnswering(GenericForQuestionAnswering, GPTForgePreTrain
     `GenericForQuestionAnswering`'s. The trunk sits under `model` (Llama's QA head calls it `transformer`)."""
 
     def __init__(self, config: GPTForgeConfig) -> None:
-        # not the generic `__init__`: its `AutoModel.from_config` finds no trunk where gptforge is only remote code
-        GPTForgePreTrainedModel.__init__(self, config)
+        # past the generic `__init__` to PreTrainedModel's: `AutoModel.from_config` finds no trunk in remote code
+        super(GenericForQuestionAnswering, self).__init__(config)
         self.model = GPTForgeModel(config)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.post_init()
