@@ -31,6 +31,7 @@ AUTO_MAP = {
     "AutoModelForCausalLM": "modeling_gptforge.GPTForgeForCausalLM",
     "AutoModelForSequenceClassification": "modeling_gptforge.GPTForgeForSequenceClassification",
     "AutoModelForTokenClassification": "modeling_gptforge.GPTForgeForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_gptforge.GPTForgeForQuestionAnswering",
 }
 
 # The classic encoder's overrides, which the seed document's encoder shares but for its attention (see PRESETS).

@@ -26,12 +26,14 @@ _LAZY_NAMES: dict[str, str] = {
     "PRESETS": ".configuration",
     "GPTForgeConfig": ".configuration",
     "GPTForgeForCausalLM": ".modeling",
+    "GPTForgeForQuestionAnswering": ".modeling",
     "GPTForgeForSequenceClassification": ".modeling",
     "GPTForgeForTokenClassification": ".modeling",
     "GPTForgeModel": ".modeling",
     "GPTForgePreTrainedModel": ".modeling",
     "GPTForgeTokenizer": ".tokenization",
     "train_tokenizer": ".tokenization",
+    "from_seed_encoder": ".modeling.conversion",
     "from_transformers": ".modeling.conversion",
     "to_transformers": ".modeling.conversion",
     "cpu_compile_config": ".compiling",
@@ -43,12 +45,13 @@ if TYPE_CHECKING:
     from .configuration import PRESETS, GPTForgeConfig
     from .modeling import (
         GPTForgeForCausalLM,
+        GPTForgeForQuestionAnswering,
         GPTForgeForSequenceClassification,
         GPTForgeForTokenClassification,
         GPTForgeModel,
         GPTForgePreTrainedModel,
     )
-    from .modeling.conversion import from_transformers, to_transformers
+    from .modeling.conversion import from_seed_encoder, from_transformers, to_transformers
     from .tokenization import GPTForgeTokenizer, train_tokenizer
 
 
@@ -90,6 +93,7 @@ def register() -> None:
         AutoConfig,
         AutoModel,
         AutoModelForCausalLM,
+        AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -98,6 +102,7 @@ def register() -> None:
     from .configuration import GPTForgeConfig
     from .modeling import (
         GPTForgeForCausalLM,
+        GPTForgeForQuestionAnswering,
         GPTForgeForSequenceClassification,
         GPTForgeForTokenClassification,
         GPTForgeModel,
@@ -109,6 +114,7 @@ def register() -> None:
     AutoModelForCausalLM.register(GPTForgeConfig, GPTForgeForCausalLM, exist_ok=True)
     AutoModelForSequenceClassification.register(GPTForgeConfig, GPTForgeForSequenceClassification, exist_ok=True)
     AutoModelForTokenClassification.register(GPTForgeConfig, GPTForgeForTokenClassification, exist_ok=True)
+    AutoModelForQuestionAnswering.register(GPTForgeConfig, GPTForgeForQuestionAnswering, exist_ok=True)
     AutoTokenizer.register(GPTForgeConfig, tokenizer_class=GPTForgeTokenizer, exist_ok=True)
 
 
@@ -181,11 +187,13 @@ __all__ = [
     "PRESETS",
     "GPTForgeConfig",
     "GPTForgeForCausalLM",
+    "GPTForgeForQuestionAnswering",
     "GPTForgeForSequenceClassification",
     "GPTForgeForTokenClassification",
     "GPTForgeModel",
     "GPTForgePreTrainedModel",
     "GPTForgeTokenizer",
+    "from_seed_encoder",
     "from_transformers",
     "to_transformers",
     "train_tokenizer",

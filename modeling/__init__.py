@@ -3,6 +3,7 @@ conversion to/from native Transformers models."""
 
 from .modeling_gptforge import (
     GPTForgeForCausalLM,
+    GPTForgeForQuestionAnswering,
     GPTForgeForSequenceClassification,
     GPTForgeForTokenClassification,
     GPTForgeModel,
@@ -15,4 +16,5 @@ __all__ = [
     "GPTForgeForCausalLM",
     "GPTForgeForSequenceClassification",
     "GPTForgeForTokenClassification",
+    "GPTForgeForQuestionAnswering",
 ]

@@ -30,8 +30,9 @@ def loading_error(exc: Exception, path) -> Exception | None:
 def check_loaded_keys(info: dict, path, class_name: str) -> None:
     """Refuse a half-loaded model: Transformers only warns about missing or unexpected weights and re-initialises the
     missing ones. A trunk tensor (`model.*`) missing from the checkpoint, or one the model does not know, raises; only
-    a task head (`lm_head`, `score`) may be missing or extra, as when a causal-LM checkpoint starts a classifier."""
-    heads = ("lm_head", "score")
+    a task head (`lm_head`, `score`, `qa_outputs`) may be missing or extra, as when a causal-LM checkpoint starts a
+    classifier."""
+    heads = ("lm_head", "score", "qa_outputs")
     for kind, where in (("missing_keys", "missing from"), ("unexpected_keys", "unknown to the model, in")):
         trunk = sorted(k for k in info[kind] if k.split(".")[0] not in heads)
         if trunk:

@@ -13,7 +13,10 @@ vanilla GPT (nanoGPT's `model.py`):
   `torch.compile` behave as with a native model; blocks return plain tensors, and Transformers' `capture_outputs`
   records hidden states and attention weights by hooks, as for Llama (attentions under any backend: a call that asks
   for them runs the eager attention);
-- forward accepts the cache as `cache=` (what Transformers 5.24's `generate` passes) and as `past_key_values=`;
+- forward accepts the cache as `cache=` (what Transformers 5.24's `generate` passes) and, as Llama does through
+  Transformers' `deprecate_kwarg`, as `past_key_values=` (with a FutureWarning); the token-classification and
+  question-answering heads are Transformers' `GenericForTokenClassification` / `GenericForQuestionAnswering` on
+  gptforge's trunk;
 - without explicit `position_ids`, a 2D attention mask sets them (left padding keeps learned positions right);
 - training with `labels` runs the LM head and the loss in row chunks (`ChunkedLinearCrossEntropy`: the same loss and
   gradients without full-vocabulary logits, which are then not returned); SwiGLU and RMSNorm keep less for backward
@@ -38,16 +41,20 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
-from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_layers import (
+    GenericForQuestionAnswering,
+    GenericForTokenClassification,
+    GradientCheckpointingLayer,
+)
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
     SequenceClassifierOutputWithPast,
-    TokenClassifierOutput,
 )
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.utils import can_return_tuple, is_torch_flex_attn_available
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.output_capturing import capture_outputs
 
 from ..configuration.configuration_gptforge import GPTForgeConfig
@@ -522,6 +529,9 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    # Not Transformers' `merge_with_config_defaults`: it would set `use_cache` in training too, and pass `is_causal`
+    # on to every attention function; gptforge caches only at inference unless told otherwise (below).
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @capture_outputs
     def forward(
         self,
@@ -531,13 +541,11 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         """`output_hidden_states`, `output_attentions` and `return_dict` (keywords, or the config's defaults) are
         Transformers' `capture_outputs`'s: it records the blocks' inputs and outputs and the attention weights by hooks,
         as for Llama."""
-        cache = cache if cache is not None else past_key_values
         # Attention weights exist only in the eager computation: when they are recorded, this forward runs eager
         # attention whatever the backend (the same outputs, to rounding), so every backend returns them.
         attn_implementation = self.config._attn_implementation
@@ -662,6 +670,7 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
             and eager_autograd()
         )
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -705,8 +714,7 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
                 loss = chunked_causal_lm_loss(hidden_states, self.lm_head.weight, labels, chunk_rows=rows, **kwargs)
         if loss is None:
             # generate asks for the last position only: project just that onto the (large) vocabulary
-            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-            logits = self.lm_head(hidden_states[:, keep, :])
+            logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
             if labels is not None:
                 loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
@@ -734,7 +742,10 @@ def last_token_index(
 
 
 class GPTForgeForSequenceClassification(GPTForgePreTrainedModel):
-    """Classifies from the last real token's hidden state, as GPT-2 does (a causal model has seen everything there)."""
+    """Classifies from the last real token's hidden state, as GPT-2 does (a causal model has seen everything there).
+
+    Not Transformers' `GenericForSequenceClassification`: that one finds the last token from the pad id alone (wrong
+    when the pad id is also the eos id, and an error for a batch without one); this one reads the attention mask."""
 
     def __init__(self, config: GPTForgeConfig) -> None:
         super().__init__(config)
@@ -743,6 +754,7 @@ class GPTForgeForSequenceClassification(GPTForgePreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -783,11 +795,13 @@ class GPTForgeForSequenceClassification(GPTForgePreTrainedModel):
         )
 
 
-class GPTForgeForTokenClassification(GPTForgePreTrainedModel):
-    """A label per token (tagging); pairs naturally with the bidirectional `encoder` preset."""
+class GPTForgeForTokenClassification(GenericForTokenClassification, GPTForgePreTrainedModel):
+    """A label per token (tagging); pairs naturally with the bidirectional `encoder` preset. Forward and loss are
+    Transformers' `GenericForTokenClassification`'s."""
 
     def __init__(self, config: GPTForgeConfig) -> None:
-        super().__init__(config)
+        # past the generic `__init__` to PreTrainedModel's: `AutoModel.from_config` finds no trunk in remote code
+        super(GenericForTokenClassification, self).__init__(config)
         self.num_labels = config.num_labels
         self.model = GPTForgeModel(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
@@ -795,32 +809,17 @@ class GPTForgeForTokenClassification(GPTForgePreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        **kwargs,
-    ) -> TokenClassifierOutput:
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            return_dict=True,
-            **kwargs,
-        )
-        logits = self.score(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits, labels, self.config)
-        return TokenClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
+
+class GPTForgeForQuestionAnswering(GenericForQuestionAnswering, GPTForgePreTrainedModel):
+    """Extractive QA: start and end logits per token (`qa_outputs`, as Llama's); forward and loss are Transformers'
+    `GenericForQuestionAnswering`'s. The trunk sits under `model` (Llama's QA head calls it `transformer`)."""
+
+    def __init__(self, config: GPTForgeConfig) -> None:
+        # past the generic `__init__` to PreTrainedModel's: `AutoModel.from_config` finds no trunk in remote code
+        super(GenericForQuestionAnswering, self).__init__(config)
+        self.model = GPTForgeModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
 
 
 __all__ = [
@@ -829,4 +828,5 @@ __all__ = [
     "GPTForgeForCausalLM",
     "GPTForgeForSequenceClassification",
     "GPTForgeForTokenClassification",
+    "GPTForgeForQuestionAnswering",
 ]

@@ -56,6 +56,7 @@ FULL_AUTO_MAP = {
     "AutoModelForCausalLM": "modeling_gptforge.GPTForgeForCausalLM",
     "AutoModelForSequenceClassification": "modeling_gptforge.GPTForgeForSequenceClassification",
     "AutoModelForTokenClassification": "modeling_gptforge.GPTForgeForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_gptforge.GPTForgeForQuestionAnswering",
 }
 SIZES = dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64

@@ -41,7 +41,8 @@ def test_cache_passed_as_past_key_values_is_used_too():
     model = causal_lm("llama")
     ids = torch.randint(0, 128, (1, 8))
     prefix = model(ids[:, :7], use_cache=True)
-    via_old_name = model(ids[:, 7:], past_key_values=prefix.cache).logits
+    with pytest.warns(FutureWarning, match="`past_key_values` is deprecated"):  # Transformers' own notice, as Llama's
+        via_old_name = model(ids[:, 7:], past_key_values=prefix.cache).logits
     torch.testing.assert_close(via_old_name[:, -1], model(ids).logits[:, -1], atol=1e-5, rtol=1e-5)
 
 

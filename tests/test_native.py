@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig, LlamaF
 from gptforge import (
     GPTForgeConfig,
     GPTForgeForCausalLM,
+    GPTForgeForQuestionAnswering,
     GPTForgeForSequenceClassification,
     GPTForgeForTokenClassification,
     GPTForgeModel,
@@ -84,7 +85,8 @@ def test_attentions_of_a_cached_decoding_step_under_sdpa_equal_eagers():
 def test_output_attentions_from_the_config_and_in_every_head():
     config = arch_config("llama", output_attentions=True, output_hidden_states=True, num_labels=3)
     ids, mask = padded_batch()
-    for cls in (GPTForgeModel, GPTForgeForCausalLM, GPTForgeForSequenceClassification, GPTForgeForTokenClassification):
+    heads = (GPTForgeForSequenceClassification, GPTForgeForTokenClassification, GPTForgeForQuestionAnswering)
+    for cls in (GPTForgeModel, GPTForgeForCausalLM, *heads):
         model = cls._from_config(config, attn_implementation="sdpa").eval()
         out = model(ids, attention_mask=mask)
         assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 10, 10), cls.__name__

@@ -15,8 +15,8 @@ from _consumers import HIDE_GPTFORGE
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers import AutoModel
 
-from gptforge import GPTForgeConfig, GPTForgeModel, model_card
-from gptforge.modeling.conversion import from_seed_encoder
+from gptforge import GPTForgeConfig, GPTForgeModel, from_seed_encoder, model_card
+from gptforge.modeling import conversion
 
 ATOL = 1e-6  # fp32; the eager computation is the document's, op for op (measured: 0)
 SDPA_ATOL = 1e-5  # SDPA's fused kernel sums in another order (measured: up to 2.6e-6 on outputs of order 1)
@@ -143,6 +143,14 @@ def test_the_missing_output_projection_is_an_identity_with_zero_bias():
     for layer in model.layers:
         assert torch.equal(layer.self_attn.o_proj.weight, torch.eye(HIDDEN))
         assert torch.equal(layer.self_attn.o_proj.bias, torch.zeros(HIDDEN))
+
+
+def test_from_seed_encoder_is_a_top_level_name():
+    import gptforge
+
+    # `from gptforge import from_seed_encoder` (above, and in the README) loads it lazily, as `from_transformers`
+    assert from_seed_encoder is conversion.from_seed_encoder is gptforge.from_seed_encoder
+    assert "from_seed_encoder" in gptforge.__all__
 
 
 def test_from_seed_encoder_refuses_other_layers():
