@@ -176,6 +176,10 @@ class GPTForgeConfig(PreTrainedConfig):
 
     The defaults describe a 12-layer Llama-style decoder (RoPE, RMSNorm, SwiGLU, no biases, untied head). GPT-2 is
     `from_preset("gpt2-124m")`; the post-norm encoder is `from_preset("encoder")`.
+
+    The switches of the small-model training recipes (modded-nanogpt's speedrun, nanochat), each off by default so
+    that it can be ablated alone:
+    - `hidden_act="relu2"`: ReLU squared (`relu(x) ** 2`, Transformers' `ACT2FN["relu2"]`), in a plain or gated MLP.
     """
 
     model_type = "gptforge"
@@ -230,7 +234,7 @@ class GPTForgeConfig(PreTrainedConfig):
     shared_post_norm: bool = False  # post-norm only: one norm at both residual joins of a block (the seed encoder)
     is_causal: bool = True  # False: bidirectional attention (encoder)
     mlp_type: str = "gated"  # "gated": down(act(gate(x)) * up(x)) (SwiGLU); "plain": down(act(up(x)))
-    hidden_act: str = "silu"  # any key of transformers.activations.ACT2FN
+    hidden_act: str = "silu"  # any key of transformers.activations.ACT2FN; "relu2": ReLU squared (modded-nanogpt)
     attention_bias: bool = False
     # multiplies q.k before the softmax; None: 1/sqrt(head_dim). The seed encoder does not scale (1.0).
     attention_scale: float | None = None

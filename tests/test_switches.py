@@ -1,0 +1,122 @@
+"""The switches of the small-model training recipes (modded-nanogpt's speedrun, nanochat): each one decodes with the
+cache as a full forward does, batches left-padded rows as they run alone, trains, saves and loads, and either
+exports to the native class that holds it exactly or is refused by name."""
+
+import pytest
+import torch
+from _helpers import arch_config
+
+from gptforge import GPTForgeForCausalLM
+from gptforge.modeling.conversion import from_transformers, gptforge_config_to_native, to_transformers
+
+# switch -> (architecture of tests/_helpers.py, config overrides)
+SWITCHES: dict[str, tuple[str, dict]] = {
+    "relu2-gated": ("llama", dict(hidden_act="relu2")),
+    "relu2-plain": ("gpt2", dict(hidden_act="relu2")),
+}
+# switch -> the native class `to_transformers` gives (None: refused, naming the field in the message)
+EXPORTS: dict[str, str | None] = {
+    "relu2-gated": "LlamaForCausalLM",
+    "relu2-plain": "GPT2LMHeadModel",
+}
+NAMES = sorted(SWITCHES)
+
+
+def switch_config(name: str, **overrides):
+    arch, switch = SWITCHES[name]
+    return arch_config(arch, **{**switch, **overrides})
+
+
+@torch.no_grad()
+def perturb(model: torch.nn.Module, std: float = 0.3) -> torch.nn.Module:
+    """Noise on every parameter, so that no switch sits at its neutral initial value (a scalar at 1 or 0, a norm
+    weight of ones, a zero projection) where a wrong computation would still give the right numbers."""
+    for param in model.parameters():
+        param.add_(torch.randn_like(param) * std)
+    return model
+
+
+def switched_lm(name: str, **overrides) -> GPTForgeForCausalLM:
+    return perturb(GPTForgeForCausalLM(switch_config(name, **overrides))).eval()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_token_by_token_decoding_with_cache_equals_full_forward(name):
+    model = switched_lm(name)
+    ids = torch.randint(0, 128, (2, 12))
+    with torch.no_grad():
+        full = model(ids).logits
+        out = model(ids[:, :5], use_cache=True)
+        steps = [out.logits]
+        for t in range(5, 12):
+            out = model(ids[:, t : t + 1], cache=out.cache, use_cache=True)
+            steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_left_padded_batch_equals_each_row_alone(name):
+    model = switched_lm(name)
+    rows = [torch.randint(0, 128, (n,)) for n in (9, 5, 7)]
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = row
+        mask[i, width - len(row) :] = 1
+    with torch.no_grad():
+        batched = model(ids, attention_mask=mask).logits
+        for i, row in enumerate(rows):
+            alone = model(row[None]).logits[0]
+            torch.testing.assert_close(batched[i, width - len(row) :], alone, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_few_training_steps_move_every_parameter(name):
+    model = GPTForgeForCausalLM(switch_config(name)).train()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ids = torch.randint(0, 128, (4, 16))
+    losses = []
+    for _ in range(3):
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]
+    unmoved = [k for k, v in model.named_parameters() if torch.equal(v, before[k])]
+    assert unmoved == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_and_load_give_back_the_switch_and_the_logits(name, tmp_path):
+    model = switched_lm(name)
+    model.save_pretrained(tmp_path)
+    loaded = GPTForgeForCausalLM.from_pretrained(tmp_path).eval()
+    config = {k: v for k, v in loaded.config.to_dict().items() if k != "_name_or_path"}
+    assert config == {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}
+    ids = torch.randint(0, 128, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_export_maps_to_the_native_class_that_holds_it_or_refuses_naming_it(name):
+    model = switched_lm(name)
+    native_name = EXPORTS[name]
+    if native_name is None:
+        field = next(iter(SWITCHES[name][1]))
+        with pytest.raises(ValueError, match=rf"{field}=.*\(needs "):
+            gptforge_config_to_native(model.config)
+        return
+    native = to_transformers(model)
+    assert type(native).__name__ == native_name
+    ids = torch.randint(0, 128, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(native(ids).logits, model(ids).logits, atol=1e-4, rtol=1e-4)
+        back = from_transformers(native)
+        for field, value in SWITCHES[name][1].items():
+            assert getattr(back.config, field) == value
+        torch.testing.assert_close(back(ids).logits, model(ids).logits, atol=1e-4, rtol=1e-4)
