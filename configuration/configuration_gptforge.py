@@ -180,6 +180,9 @@ class GPTForgeConfig(PreTrainedConfig):
     The switches of the small-model training recipes (modded-nanogpt's speedrun, nanochat), each off by default so
     that it can be ablated alone:
     - `hidden_act="relu2"`: ReLU squared (`relu(x) ** 2`, Transformers' `ACT2FN["relu2"]`), in a plain or gated MLP.
+    - `zero_init=True`: the residual-output projections (`o_proj`, `down_proj`) and an untied LM head start at zero,
+      so each block starts as the identity and the first logits are uniform. Only the initialisation changes: the
+      forward is the plain model's, and such a model exports as any other.
     """
 
     model_type = "gptforge"
@@ -252,6 +255,9 @@ class GPTForgeConfig(PreTrainedConfig):
     # GPT-2: residual-output projections start with std / sqrt(2 * num_hidden_layers), so the residual stream's
     # variance does not grow with depth.
     scale_residual_init: bool = False
+    # modded-nanogpt / nanochat: o_proj, down_proj and an untied lm_head start at zero (a tied head is the embedding,
+    # which is not zeroed); takes precedence over scale_residual_init for those projections
+    zero_init: bool = False
 
     # --- performance ---
     # rows per chunk of the chunked LM head + loss used in training (full-vocabulary logits never exist at once);

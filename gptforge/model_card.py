@@ -116,6 +116,14 @@ def _native_equivalent(config: Any) -> str:
     return "GPT2LMHeadModel" if native.model_type == "gpt2" else "LlamaForCausalLM"
 
 
+def _recipe_switches(config: Any) -> str:
+    """The modded-nanogpt / nanochat switches that are on, in words (`getattr`: configs saved before they existed)."""
+    switches = []
+    if getattr(config, "zero_init", False):
+        switches.append("zero-initialised output projections" + ("" if config.tie_word_embeddings else " and head"))
+    return ", ".join(switches) or "none"
+
+
 def _architecture_rows(config: Any, architecture: str, parameters: int | None) -> list[tuple[str, str]]:
     heads = f"{config.num_attention_heads} query / {config.num_key_value_heads} key-value, head dim {config.head_dim}"
     position = config.position_embedding_type
@@ -143,6 +151,7 @@ def _architecture_rows(config: Any, architecture: str, parameters: int | None) -
         ("vocabulary", str(config.vocab_size)),
         ("context length", str(config.max_position_embeddings)),
         ("tied embeddings", str(config.tie_word_embeddings)),
+        ("training-recipe switches", _recipe_switches(config)),
         ("dtype", str(getattr(config, "dtype", None) or "float32").removeprefix("torch.")),
         ("exact native Transformers model", _native_equivalent(config)),
     ]

@@ -482,6 +482,7 @@ class GPTForgePreTrainedModel(PreTrainedModel):
         |------------------------------------------|-----------------------------------------------------------|
         | Linear weights, embeddings               | normal(0, initializer_range)                              |
         | o_proj / down_proj weights, if scaled    | normal(0, initializer_range / sqrt(2 * num_hidden_layers)) |
+        | zero_init: o/down_proj, untied lm_head   | zeros                                                     |
         | Linear biases                            | zeros                                                     |
         | norm weights / biases                    | ones / zeros                                              |
         | rotary inv_freq (non-persistent buffer)  | recomputed from rope_parameters                           |
@@ -490,7 +491,15 @@ class GPTForgePreTrainedModel(PreTrainedModel):
         if isinstance(module, nn.Linear):
             if getattr(module, "is_residual_projection", False) and self.config.scale_residual_init:
                 std = std / math.sqrt(2 * self.config.num_hidden_layers)
-            init.normal_(module.weight, mean=0.0, std=std)
+            zeroed = self.config.zero_init and (
+                getattr(module, "is_residual_projection", False)
+                # a tied head is the embedding, which keeps its normal init
+                or (module is getattr(self, "lm_head", None) and not self.config.tie_word_embeddings)
+            )
+            if zeroed:
+                init.zeros_(module.weight)
+            else:
+                init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):

@@ -13,11 +13,13 @@ from gptforge.modeling.conversion import from_transformers, gptforge_config_to_n
 SWITCHES: dict[str, tuple[str, dict]] = {
     "relu2-gated": ("llama", dict(hidden_act="relu2")),
     "relu2-plain": ("gpt2", dict(hidden_act="relu2")),
+    "zero-init": ("llama", dict(zero_init=True)),
 }
 # switch -> the native class `to_transformers` gives (None: refused, naming the field in the message)
 EXPORTS: dict[str, str | None] = {
     "relu2-gated": "LlamaForCausalLM",
     "relu2-plain": "GPT2LMHeadModel",
+    "zero-init": "LlamaForCausalLM",  # an initialisation only: the forward is Llama's
 }
 NAMES = sorted(SWITCHES)
 
@@ -117,6 +119,21 @@ def test_export_maps_to_the_native_class_that_holds_it_or_refuses_naming_it(name
     with torch.no_grad():
         torch.testing.assert_close(native(ids).logits, model(ids).logits, atol=1e-4, rtol=1e-4)
         back = from_transformers(native)
-        for field, value in SWITCHES[name][1].items():
-            assert getattr(back.config, field) == value
+        if name != "zero-init":  # an initialisation leaves no trace in the weights' native config
+            for field, value in SWITCHES[name][1].items():
+                assert getattr(back.config, field) == value
         torch.testing.assert_close(back(ids).logits, model(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_zero_init_zeroes_the_output_projections_and_an_untied_head_only(tied):
+    model = GPTForgeForCausalLM(switch_config("zero-init", tie_word_embeddings=tied))
+    zeroed = {k for k, v in model.named_parameters() if v.dim() == 2 and not v.any()}
+    expected = {f"model.layers.{i}.{p}.weight" for i in range(2) for p in ("self_attn.o_proj", "mlp.down_proj")}
+    if not tied:
+        expected.add("lm_head.weight")
+    assert zeroed == expected
+    assert model.model.embed_tokens.weight.std() > 0.01
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
+    plain = GPTForgeForCausalLM(switch_config("zero-init", zero_init=False))
+    assert not any(not v.any() for v in plain.parameters() if v.dim() == 2)
