@@ -183,6 +183,8 @@ class GPTForgeConfig(PreTrainedConfig):
     - `zero_init=True`: the residual-output projections (`o_proj`, `down_proj`) and an untied LM head start at zero,
       so each block starts as the identity and the first logits are uniform. Only the initialisation changes: the
       forward is the plain model's, and such a model exports as any other.
+    - `final_logit_softcapping=c`: the LM head's logits become `c * tanh(logits / c)` (Gemma 2's name and formula;
+      nanochat uses 15, modded-nanogpt 15 to 30), in every path: forward, generation and the chunked training loss.
     """
 
     model_type = "gptforge"
@@ -243,6 +245,8 @@ class GPTForgeConfig(PreTrainedConfig):
     attention_scale: float | None = None
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
+    # None: raw logits; c > 0: c * tanh(logits / c) on the LM head's output (Gemma 2's softcapping)
+    final_logit_softcapping: float | None = None
 
     # --- regularisation ---
     attention_dropout: float = 0.0
@@ -362,6 +366,12 @@ class GPTForgeConfig(PreTrainedConfig):
         if self.loss_chunk_size is not None and self.loss_chunk_size < 0:
             raise ValueError(
                 f"loss_chunk_size must be None, 0 or positive, got loss_chunk_size={self.loss_chunk_size}"
+            )
+        cap = self.final_logit_softcapping
+        if cap is not None and not (math.isfinite(cap) and cap > 0):
+            raise ValueError(
+                f"final_logit_softcapping must be None (no cap) or a positive finite number, got "
+                f"final_logit_softcapping={cap!r}"
             )
         if self.initializer_range < 0:
             raise ValueError(f"initializer_range must be >= 0, got initializer_range={self.initializer_range!r}")

@@ -121,6 +121,8 @@ def _recipe_switches(config: Any) -> str:
     switches = []
     if getattr(config, "zero_init", False):
         switches.append("zero-initialised output projections" + ("" if config.tie_word_embeddings else " and head"))
+    if getattr(config, "final_logit_softcapping", None) is not None:
+        switches.append(f"logits softcapped at {config.final_logit_softcapping}")
     return ", ".join(switches) or "none"
 
 

@@ -711,11 +711,17 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
             all_positions = isinstance(logits_to_keep, int) and logits_to_keep == 0
             if self.training and all_positions and self._can_chunk_loss():
                 rows = self.config.loss_chunk_size
-                loss = chunked_causal_lm_loss(hidden_states, self.lm_head.weight, labels, chunk_rows=rows, **kwargs)
+                softcap = self.config.final_logit_softcapping
+                loss = chunked_causal_lm_loss(
+                    hidden_states, self.lm_head.weight, labels, chunk_rows=rows, softcap=softcap, **kwargs
+                )
         if loss is None:
             # generate asks for the last position only: project just that onto the (large) vocabulary
             keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
             logits = self.lm_head(hidden_states[:, keep, :])
+            if self.config.final_logit_softcapping is not None:  # Gemma 2's cap, as in every path to the logits
+                cap = self.config.final_logit_softcapping
+                logits = torch.tanh(logits / cap) * cap
             if labels is not None:
                 loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 

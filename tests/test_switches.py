@@ -14,12 +14,14 @@ SWITCHES: dict[str, tuple[str, dict]] = {
     "relu2-gated": ("llama", dict(hidden_act="relu2")),
     "relu2-plain": ("gpt2", dict(hidden_act="relu2")),
     "zero-init": ("llama", dict(zero_init=True)),
+    "softcap": ("llama", dict(final_logit_softcapping=2.0)),
 }
 # switch -> the native class `to_transformers` gives (None: refused, naming the field in the message)
 EXPORTS: dict[str, str | None] = {
     "relu2-gated": "LlamaForCausalLM",
     "relu2-plain": "GPT2LMHeadModel",
     "zero-init": "LlamaForCausalLM",  # an initialisation only: the forward is Llama's
+    "softcap": None,
 }
 NAMES = sorted(SWITCHES)
 
@@ -137,3 +139,40 @@ def test_zero_init_zeroes_the_output_projections_and_an_untied_head_only(tied):
     assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
     plain = GPTForgeForCausalLM(switch_config("zero-init", zero_init=False))
     assert not any(not v.any() for v in plain.parameters() if v.dim() == 2)
+
+
+def test_softcapping_caps_the_logits_of_forward_and_generate():
+    capped = switched_lm("softcap")
+    plain = GPTForgeForCausalLM(switch_config("softcap", final_logit_softcapping=None)).eval()
+    plain.load_state_dict(capped.state_dict())
+    ids = torch.randint(0, 128, (2, 10))
+    with torch.no_grad():
+        raw = plain(ids).logits
+        assert raw.abs().max() > 4.0  # the cap (2.0) bites
+        torch.testing.assert_close(capped(ids).logits, 2.0 * torch.tanh(raw / 2.0))
+        out = capped.generate(ids, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    assert all(step.abs().max() <= 2.0 for step in out.logits)
+
+
+def test_the_chunked_loss_equals_the_plain_loss_with_softcapping_in_values_and_gradients():
+    model = perturb(GPTForgeForCausalLM(switch_config("softcap", loss_chunk_size=8))).train()
+    ids = torch.randint(0, 128, (2, 12))
+    labels = ids.clone()
+    labels[0, :3] = -100
+    results = {}
+    for rows in (8, 0):  # 8: three chunks of the chunked loss; 0: the plain head and loss
+        model.config.loss_chunk_size = rows
+        model.zero_grad()
+        out = model(ids, labels=labels)
+        assert (out.logits is None) == (rows != 0)
+        out.loss.backward()
+        results[rows] = (out.loss.detach(), {k: v.grad.clone() for k, v in model.named_parameters()})
+    torch.testing.assert_close(results[8][0], results[0][0], atol=1e-5, rtol=1e-5)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[8][1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("inf"), float("nan")])
+def test_softcapping_must_be_a_positive_finite_number(value):
+    with pytest.raises(ValueError, match=rf"final_logit_softcapping={value!r}"):
+        switch_config("softcap", final_logit_softcapping=value)
