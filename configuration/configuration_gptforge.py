@@ -185,6 +185,10 @@ class GPTForgeConfig(PreTrainedConfig):
       forward is the plain model's, and such a model exports as any other.
     - `final_logit_softcapping=c`: the LM head's logits become `c * tanh(logits / c)` (Gemma 2's name and formula;
       nanochat uses 15, modded-nanogpt 15 to 30), in every path: forward, generation and the chunked training loss.
+    - `embedding_shortcut=True`: modded-nanogpt's and nanochat's x0 mixing: block i reads
+      `resid_lambdas[i] * x + x0_lambdas[i] * x0`, where x0 is the first block's input (the token embedding, plus
+      learned positions where there are any), with learned per-layer scalars on the trunk starting at (1, 0), i.e.
+      as the plain model. nanochat RMS-normalises the embedding first; here x0 is left as the blocks' input is.
     """
 
     model_type = "gptforge"
@@ -245,6 +249,8 @@ class GPTForgeConfig(PreTrainedConfig):
     attention_scale: float | None = None
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
+    # modded-nanogpt / nanochat: each block's input is resid_lambdas[i] * x + x0_lambdas[i] * x0 (learned, from 1, 0)
+    embedding_shortcut: bool = False
     # None: raw logits; c > 0: c * tanh(logits / c) on the LM head's output (Gemma 2's softcapping)
     final_logit_softcapping: float | None = None
 

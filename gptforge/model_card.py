@@ -123,6 +123,8 @@ def _recipe_switches(config: Any) -> str:
         switches.append("zero-initialised output projections" + ("" if config.tie_word_embeddings else " and head"))
     if getattr(config, "final_logit_softcapping", None) is not None:
         switches.append(f"logits softcapped at {config.final_logit_softcapping}")
+    if getattr(config, "embedding_shortcut", False):
+        switches.append("embedding shortcut (learned x0 mixing into every block's input)")
     return ", ".join(switches) or "none"
 
 

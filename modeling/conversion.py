@@ -272,6 +272,7 @@ def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfi
         "num_key_value_heads": config.num_attention_heads,
         "head_dim": config.hidden_size // config.num_attention_heads,
         "final_logit_softcapping": None,
+        "embedding_shortcut": False,
     }
     llama_required = {
         "is_causal": True,
@@ -282,6 +283,7 @@ def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfi
         "mlp_type": "gated",
         "hidden_dropout": 0.0,
         "final_logit_softcapping": None,
+        "embedding_shortcut": False,
     }
     gpt2_problems = _mismatches(config, gpt2_required)
     if not gpt2_problems:

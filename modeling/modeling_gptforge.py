@@ -486,6 +486,7 @@ class GPTForgePreTrainedModel(PreTrainedModel):
         | Linear biases                            | zeros                                                     |
         | norm weights / biases                    | ones / zeros                                              |
         | rotary inv_freq (non-persistent buffer)  | recomputed from rope_parameters                           |
+        | resid_lambdas / x0_lambdas               | ones / zeros (the embedding shortcut starts switched off) |
         """
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
@@ -508,6 +509,9 @@ class GPTForgePreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, GPTForgeModel) and module.config.embedding_shortcut:
+            init.ones_(module.resid_lambdas)
+            init.zeros_(module.x0_lambdas)
         elif isinstance(module, GPTForgeRotaryEmbedding):
             inv_freq, _ = module.compute_inv_freq(module.config)
             init.copy_(module.inv_freq, inv_freq)
@@ -528,6 +532,10 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         self.layers = nn.ModuleList(GPTForgeDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         # post-norm blocks end in a norm already; only pre-norm stacks need a final one
         self.norm = build_norm(config) if config.norm_position == "pre" else nn.Identity()
+        if config.embedding_shortcut:
+            # nanochat's names: block i reads resid_lambdas[i] * x + x0_lambdas[i] * x0 (x0: the first block's input)
+            self.resid_lambdas = nn.Parameter(torch.ones(config.num_hidden_layers))
+            self.x0_lambdas = nn.Parameter(torch.zeros(config.num_hidden_layers))
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -622,7 +630,10 @@ class GPTForgeModel(GPTForgePreTrainedModel):
                     config=mask_config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache
                 )
 
-        for layer in self.layers:
+        x0 = hidden_states  # with a cache, the new tokens' embeddings only: each position mixes in its own
+        for i, layer in enumerate(self.layers):
+            if self.config.embedding_shortcut:
+                hidden_states = self.resid_lambdas[i] * hidden_states + self.x0_lambdas[i] * x0
             # position_ids reach the attention function, as in Llama: flash attention and serving engines' own
             # functions find packed sequences (varlen) from them when there is no mask
             hidden_states = layer(

@@ -15,6 +15,8 @@ SWITCHES: dict[str, tuple[str, dict]] = {
     "relu2-plain": ("gpt2", dict(hidden_act="relu2")),
     "zero-init": ("llama", dict(zero_init=True)),
     "softcap": ("llama", dict(final_logit_softcapping=2.0)),
+    "shortcut": ("llama", dict(embedding_shortcut=True)),
+    "shortcut-learned-positions": ("gpt2", dict(embedding_shortcut=True)),
 }
 # switch -> the native class `to_transformers` gives (None: refused, naming the field in the message)
 EXPORTS: dict[str, str | None] = {
@@ -22,6 +24,8 @@ EXPORTS: dict[str, str | None] = {
     "relu2-plain": "GPT2LMHeadModel",
     "zero-init": "LlamaForCausalLM",  # an initialisation only: the forward is Llama's
     "softcap": None,
+    "shortcut": None,
+    "shortcut-learned-positions": None,
 }
 NAMES = sorted(SWITCHES)
 
@@ -176,3 +180,32 @@ def test_the_chunked_loss_equals_the_plain_loss_with_softcapping_in_values_and_g
 def test_softcapping_must_be_a_positive_finite_number(value):
     with pytest.raises(ValueError, match=rf"final_logit_softcapping={value!r}"):
         switch_config("softcap", final_logit_softcapping=value)
+
+
+def test_the_embedding_shortcut_starts_as_the_plain_model():
+    model = GPTForgeForCausalLM(switch_config("shortcut")).eval()
+    assert model.model.resid_lambdas.shape == model.model.x0_lambdas.shape == (2,)
+    assert model.model.resid_lambdas.tolist() == [1.0, 1.0] and model.model.x0_lambdas.tolist() == [0.0, 0.0]
+    plain = GPTForgeForCausalLM(switch_config("shortcut", embedding_shortcut=False)).eval()
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    assert missing == [] and sorted(unexpected) == ["model.resid_lambdas", "model.x0_lambdas"]
+    ids = torch.randint(0, 128, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, plain(ids).logits, atol=0, rtol=0)
+        model.model.x0_lambdas.fill_(0.5)
+        assert not torch.allclose(model(ids).logits, plain(ids).logits)
+
+
+def test_the_embedding_shortcut_under_gradient_checkpointing_gives_the_same_gradients():
+    model = perturb(GPTForgeForCausalLM(switch_config("shortcut"))).train()
+    ids = torch.randint(0, 128, (2, 12))
+    grads = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model.zero_grad()
+        model(ids, labels=ids).loss.backward()
+        grads.append({k: v.grad.clone() for k, v in model.named_parameters()})
+    assert grads[0]["model.x0_lambdas"].abs().min() > 0 and grads[0]["model.resid_lambdas"].abs().min() > 0
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-5, msg=name)
