@@ -179,6 +179,9 @@ class GPTForgeConfig(PreTrainedConfig):
 
     The switches of the small-model training recipes (modded-nanogpt's speedrun, nanochat), each off by default so
     that it can be ablated alone:
+    - `qk_norm=True`: the config's norm (`norm_type`, `norm_eps`) over each head's query and key, before the
+      rotation (Qwen3's `q_norm` / `k_norm`, weights of shape (head_dim,)). With RoPE, RMSNorm, a gated MLP and no
+      MLP bias this is Qwen3's block, and `to_transformers` exports it as `Qwen3ForCausalLM`.
     - `hidden_act="relu2"`: ReLU squared (`relu(x) ** 2`, Transformers' `ACT2FN["relu2"]`), in a plain or gated MLP.
     - `zero_init=True`: the residual-output projections (`o_proj`, `down_proj`) and an untied LM head start at zero,
       so each block starts as the identity and the first logits are uniform. Only the initialisation changes: the
@@ -245,6 +248,7 @@ class GPTForgeConfig(PreTrainedConfig):
     mlp_type: str = "gated"  # "gated": down(act(gate(x)) * up(x)) (SwiGLU); "plain": down(act(up(x)))
     hidden_act: str = "silu"  # any key of transformers.activations.ACT2FN; "relu2": ReLU squared (modded-nanogpt)
     attention_bias: bool = False
+    qk_norm: bool = False  # a norm over head_dim on each head's query and key, before RoPE (Qwen3, modded-nanogpt)
     # multiplies q.k before the softmax; None: 1/sqrt(head_dim). The seed encoder does not scale (1.0).
     attention_scale: float | None = None
     mlp_bias: bool = False

@@ -113,12 +113,14 @@ def _native_equivalent(config: Any) -> str:
         native = gptforge_config_to_native(config)
     except ValueError:
         return "none (gptforge-specific features)"
-    return "GPT2LMHeadModel" if native.model_type == "gpt2" else "LlamaForCausalLM"
+    return {"gpt2": "GPT2LMHeadModel", "qwen3": "Qwen3ForCausalLM"}.get(native.model_type, "LlamaForCausalLM")
 
 
 def _recipe_switches(config: Any) -> str:
     """The modded-nanogpt / nanochat switches that are on, in words (`getattr`: configs saved before they existed)."""
     switches = []
+    if getattr(config, "qk_norm", False):
+        switches.append(f"QK-norm ({config.norm_type} over each head's query and key)")
     if getattr(config, "zero_init", False):
         switches.append("zero-initialised output projections" + ("" if config.tie_word_embeddings else " and head"))
     if getattr(config, "final_logit_softcapping", None) is not None:

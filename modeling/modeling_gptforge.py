@@ -128,10 +128,12 @@ class GPTForgeRMSNorm(nn.Module):
         return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
 
 
-def build_norm(config: GPTForgeConfig) -> nn.Module:
+def build_norm(config: GPTForgeConfig, size: int | None = None) -> nn.Module:
+    """The config's norm over `size` features (default: hidden_size; qk_norm's per-head norms take head_dim)."""
+    size = size or config.hidden_size
     if config.norm_type == "rmsnorm":
-        return GPTForgeRMSNorm(config.hidden_size, eps=config.norm_eps)
-    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        return GPTForgeRMSNorm(size, eps=config.norm_eps)
+    return nn.LayerNorm(size, eps=config.norm_eps, bias=config.norm_bias)
 
 
 class GPTForgeRotaryEmbedding(nn.Module):
@@ -333,6 +335,9 @@ class GPTForgeAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, kv_out, bias=config.attention_bias)
         self.o_proj = nn.Linear(q_out, config.hidden_size, bias=config.attention_bias)
         self.o_proj.is_residual_projection = True
+        # Qwen3's QK-norm: one norm over head_dim, shared by the heads, on queries and keys before the rotation
+        self.q_norm = build_norm(config, self.head_dim) if config.qk_norm else None
+        self.k_norm = build_norm(config, self.head_dim) if config.qk_norm else None
 
     def forward(
         self,
@@ -347,6 +352,8 @@ class GPTForgeAttention(nn.Module):
         query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, nh, T, hd)
         key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, n_kv, T, hd)
         value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        if self.q_norm is not None and self.k_norm is not None:  # over the last dim, head_dim: as Qwen3, per head
+            query_states, key_states = self.q_norm(query_states), self.k_norm(key_states)
 
         if position_embeddings is not None:
             cos, sin = position_embeddings

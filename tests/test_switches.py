@@ -17,6 +17,8 @@ SWITCHES: dict[str, tuple[str, dict]] = {
     "softcap": ("llama", dict(final_logit_softcapping=2.0)),
     "shortcut": ("llama", dict(embedding_shortcut=True)),
     "shortcut-learned-positions": ("gpt2", dict(embedding_shortcut=True)),
+    "qk-norm": ("llama", dict(qk_norm=True)),
+    "qk-norm-layernorm": ("gpt2", dict(qk_norm=True)),
 }
 # switch -> the native class `to_transformers` gives (None: refused, naming the field in the message)
 EXPORTS: dict[str, str | None] = {
@@ -26,6 +28,8 @@ EXPORTS: dict[str, str | None] = {
     "softcap": None,
     "shortcut": None,
     "shortcut-learned-positions": None,
+    "qk-norm": "Qwen3ForCausalLM",  # Llama's block with QK-norm is Qwen3's
+    "qk-norm-layernorm": None,
 }
 NAMES = sorted(SWITCHES)
 
@@ -209,3 +213,42 @@ def test_the_embedding_shortcut_under_gradient_checkpointing_gives_the_same_grad
     assert grads[0]["model.x0_lambdas"].abs().min() > 0 and grads[0]["model.resid_lambdas"].abs().min() > 0
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_qk_norm_is_qwen3s_per_head_norm():
+    model = GPTForgeForCausalLM(switch_config("qk-norm"))
+    attention = model.model.layers[0].self_attn
+    assert attention.q_norm.weight.shape == attention.k_norm.weight.shape == (model.config.head_dim,)
+    assert attention.q_norm.variance_epsilon == model.config.norm_eps
+    assert GPTForgeForCausalLM(switch_config("qk-norm", qk_norm=False)).model.layers[0].self_attn.q_norm is None
+
+
+def test_a_qwen3_model_converts_in_with_equal_logits():
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=64,
+    )
+    native = perturb(Qwen3ForCausalLM(config)).eval()
+    model = from_transformers(native)
+    assert model.config.qk_norm and model.config.head_dim == 32
+    ids = torch.randint(0, 128, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, native(ids).logits, atol=1e-4, rtol=1e-4)
+    config.use_sliding_window = True
+    with pytest.raises(ValueError, match=r"use_sliding_window=True"):
+        from_transformers(Qwen3ForCausalLM(config))
+
+
+def test_gguf_export_refuses_qk_norm_by_name():
+    from gptforge.export_gguf import gguf_architecture
+
+    with pytest.raises(ValueError, match=r"qk_norm=True \(needs False"):
+        gguf_architecture(switch_config("qk-norm"))
