@@ -2,8 +2,11 @@
 cache as a full forward does, batches left-padded rows as they run alone, trains, saves and loads, and either
 exports to the native class that holds it exactly or is refused by name."""
 
+import json
+
 import pytest
 import torch
+from _consumers import run_python
 from _helpers import arch_config
 
 from gptforge import GPTForgeForCausalLM
@@ -252,3 +255,65 @@ def test_gguf_export_refuses_qk_norm_by_name():
 
     with pytest.raises(ValueError, match=r"qk_norm=True \(needs False"):
         gguf_architecture(switch_config("qk-norm"))
+
+
+ALL_SWITCHES = dict(
+    qk_norm=True, hidden_act="relu2", zero_init=True, final_logit_softcapping=2.0, embedding_shortcut=True
+)
+
+REMOTE_LOAD = r"""
+import json, sys
+from transformers import AutoModelForCausalLM
+
+folder, ids, *switches, out = sys.argv[1:]
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+ids = torch.tensor(json.loads(ids))
+with torch.no_grad():
+    logits = model(ids).logits
+    generated = model.generate(ids, max_new_tokens=4, do_sample=False)
+json.dump({
+    "module": type(model).__module__,
+    "logits": logits.tolist(),
+    "generated": generated.tolist(),
+    "switches": {k: getattr(model.config, k) for k in switches},
+}, open(out, "w"))
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter importing Transformers: ~15 s
+def test_a_model_with_every_switch_loads_as_remote_code_without_gptforge(tmp_path):
+    model = perturb(GPTForgeForCausalLM(arch_config("llama", **ALL_SWITCHES))).eval()
+    model.save_pretrained(tmp_path / "model")
+    ids = torch.randint(0, 128, (2, 6))
+    with torch.no_grad():
+        logits = model(ids).logits
+        generated = model.generate(ids, max_new_tokens=4, do_sample=False)
+    result = run_python(
+        REMOTE_LOAD,
+        str(tmp_path / "model"),
+        json.dumps(ids.tolist()),
+        *ALL_SWITCHES,
+        tmp_path=tmp_path,
+        hide_gptforge=True,
+    )
+    assert result["module"].startswith("transformers_modules.")
+    assert result["switches"] == ALL_SWITCHES
+    torch.testing.assert_close(torch.tensor(result["logits"]), logits, atol=1e-5, rtol=1e-5)
+    assert result["generated"] == generated.tolist()
+
+
+def test_the_model_card_lists_every_switch(tmp_path):
+    from gptforge.model_card import model_card
+
+    GPTForgeForCausalLM(arch_config("llama", **ALL_SWITCHES)).save_pretrained(tmp_path)
+    card = model_card(tmp_path, repo_id="me/switches")
+    row = next(line for line in card.splitlines() if line.startswith("| training-recipe switches |"))
+    for words in (
+        "QK-norm",
+        "zero-initialised output projections and head",
+        "softcapped at 2.0",
+        "embedding shortcut",
+    ):
+        assert words in row
+    assert "| MLP | gated, relu2," in card
+    assert "| exact native Transformers model | none" in card
