@@ -349,11 +349,15 @@ class GPTForgeAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
-        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, nh, T, hd)
-        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, n_kv, T, hd)
-        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        if self.q_norm is not None and self.k_norm is not None:  # over the last dim, head_dim: as Qwen3, per head
+        query_states = self.q_proj(hidden_states).view(hidden_shape)
+        key_states = self.k_proj(hidden_states).view(hidden_shape)
+        if self.q_norm is not None and self.k_norm is not None:
+            # per head, on (B, T, heads, hd) before the transpose, as Qwen3: kernels that flatten rows (Liger's
+            # RMSNorm) need the contiguous layout
             query_states, key_states = self.q_norm(query_states), self.k_norm(key_states)
+        query_states = query_states.transpose(1, 2)  # (B, nh, T, hd)
+        key_states = key_states.transpose(1, 2)  # (B, n_kv, T, hd)
+        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
         if position_embeddings is not None:
             cos, sin = position_embeddings
