@@ -177,6 +177,22 @@ class GPTForgeConfig(PreTrainedConfig):
 
     The defaults describe a 12-layer Llama-style decoder (RoPE, RMSNorm, SwiGLU, no biases, untied head). GPT-2 is
     `from_preset("gpt2-124m")`; the post-norm encoder is `from_preset("encoder")`.
+
+    The switches of the small-model training recipes (modded-nanogpt's speedrun, nanochat), each off by default so
+    that it can be ablated alone:
+    - `qk_norm=True`: the config's norm (`norm_type`, `norm_eps`) over each head's query and key, before the
+      rotation (Qwen3's `q_norm` / `k_norm`, weights of shape (head_dim,)). With RoPE, RMSNorm, a gated MLP and no
+      MLP bias this is Qwen3's block, and `to_transformers` exports it as `Qwen3ForCausalLM`.
+    - `hidden_act="relu2"`: ReLU squared (`relu(x) ** 2`, Transformers' `ACT2FN["relu2"]`), in a plain or gated MLP.
+    - `zero_init=True`: the residual-output projections (`o_proj`, `down_proj`) and an untied LM head start at zero,
+      so each block starts as the identity and the first logits are uniform. Only the initialisation changes: the
+      forward is the plain model's, and such a model exports as any other.
+    - `final_logit_softcapping=c`: the LM head's logits become `c * tanh(logits / c)` (Gemma 2's name and formula;
+      nanochat uses 15, modded-nanogpt 15 to 30), in every path: forward, generation and the chunked training loss.
+    - `embedding_shortcut=True`: modded-nanogpt's and nanochat's x0 mixing: block i reads
+      `resid_lambdas[i] * x + x0_lambdas[i] * x0`, where x0 is the first block's input (the token embedding, plus
+      learned positions where there are any), with learned per-layer scalars on the trunk starting at (1, 0), i.e.
+      as the plain model. nanochat RMS-normalises the embedding first; here x0 is left as the blocks' input is.
     """
 
     model_type = "gptforge"
@@ -231,12 +247,17 @@ class GPTForgeConfig(PreTrainedConfig):
     shared_post_norm: bool = False  # post-norm only: one norm at both residual joins of a block (the seed encoder)
     is_causal: bool = True  # False: bidirectional attention (encoder)
     mlp_type: str = "gated"  # "gated": down(act(gate(x)) * up(x)) (SwiGLU); "plain": down(act(up(x)))
-    hidden_act: str = "silu"  # any key of transformers.activations.ACT2FN
+    hidden_act: str = "silu"  # any key of transformers.activations.ACT2FN; "relu2": ReLU squared (modded-nanogpt)
     attention_bias: bool = False
+    qk_norm: bool = False  # a norm over head_dim on each head's query and key, before RoPE (Qwen3, modded-nanogpt)
     # multiplies q.k before the softmax; None: 1/sqrt(head_dim). The seed encoder does not scale (1.0).
     attention_scale: float | None = None
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
+    # modded-nanogpt / nanochat: each block's input is resid_lambdas[i] * x + x0_lambdas[i] * x0 (learned, from 1, 0)
+    embedding_shortcut: bool = False
+    # None: raw logits; c > 0: c * tanh(logits / c) on the LM head's output (Gemma 2's softcapping)
+    final_logit_softcapping: float | None = None
 
     # --- regularisation ---
     attention_dropout: float = 0.0
@@ -249,6 +270,9 @@ class GPTForgeConfig(PreTrainedConfig):
     # GPT-2: residual-output projections start with std / sqrt(2 * num_hidden_layers), so the residual stream's
     # variance does not grow with depth.
     scale_residual_init: bool = False
+    # modded-nanogpt / nanochat: o_proj, down_proj and an untied lm_head start at zero (a tied head is the embedding,
+    # which is not zeroed); takes precedence over scale_residual_init for those projections
+    zero_init: bool = False
 
     # --- performance ---
     # rows per chunk of the chunked LM head + loss used in training (full-vocabulary logits never exist at once);
@@ -353,6 +377,12 @@ class GPTForgeConfig(PreTrainedConfig):
         if self.loss_chunk_size is not None and self.loss_chunk_size < 0:
             raise ValueError(
                 f"loss_chunk_size must be None, 0 or positive, got loss_chunk_size={self.loss_chunk_size}"
+            )
+        cap = self.final_logit_softcapping
+        if cap is not None and not (math.isfinite(cap) and cap > 0):
+            raise ValueError(
+                f"final_logit_softcapping must be None (no cap) or a positive finite number, got "
+                f"final_logit_softcapping={cap!r}"
             )
         if self.initializer_range < 0:
             raise ValueError(f"initializer_range must be >= 0, got initializer_range={self.initializer_range!r}")

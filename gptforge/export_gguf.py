@@ -65,6 +65,9 @@ def gguf_architecture(config: GPTForgeConfig) -> str:
                 f"intermediate_size={config.intermediate_size} (GGUF gpt2 readers assume 4 * hidden_size = "
                 f"{4 * config.hidden_size})"
             )
+    elif type(native).__name__ == "Qwen3Config":
+        architecture = "llama"
+        problems.append("qk_norm=True (needs False: the GGUF export writes llama and gpt2 files only)")
     else:
         architecture = "llama"
         if config.hidden_act != "silu":

@@ -12,7 +12,8 @@ Llama shape it was written for, and a kernel whose shape does not match is skipp
 - SwiGLU (`LigerSwiGLUMLP`) on every MLP: needs `mlp_type="gated"` and `hidden_act` silu/swish;
 - RoPE (`liger_rotary_pos_emb`): needs `position_embedding_type="rope"`;
 - fused linear cross-entropy (`LigerForCausalLMLoss`) in place of gptforge's own chunked LM-head loss, on the path
-  that loss takes (training with labels, outside `torch.compile`; `loss_chunk_size=0` turns both off).
+  that loss takes (training with labels, outside `torch.compile`; `loss_chunk_size=0` turns both off); not with
+  `final_logit_softcapping`, which gptforge's own chunked loss applies.
 As Liger does for Llama, RoPE and the loss are patched in the model's module (every gptforge model of the process),
 the norms and MLPs per instance. The kernels are Triton: they run on CUDA (and ROCm/XPU builds), not on the CPU.
 """
@@ -52,6 +53,11 @@ def kernel_mismatches(config: Any) -> dict[str, str]:
     if not config.is_causal or config.loss_chunk_size == 0:
         skipped["fused_linear_cross_entropy"] = (
             "is_causal=False (no causal-LM loss)" if not config.is_causal else "loss_chunk_size=0 (plain LM head)"
+        )
+    if getattr(config, "final_logit_softcapping", None) is not None:
+        # gptforge hands Liger's loss no cap, so the fused loss would train on uncapped logits
+        skipped["fused_linear_cross_entropy"] = (
+            f"final_logit_softcapping={config.final_logit_softcapping!r} (gptforge's Liger loss has no softcapping)"
         )
     return skipped
 

@@ -139,7 +139,21 @@ def _native_equivalent(config: Any) -> str:
         native = gptforge_config_to_native(config)
     except ValueError:
         return "none (gptforge-specific features)"
-    return "GPT2LMHeadModel" if native.model_type == "gpt2" else "LlamaForCausalLM"
+    return {"gpt2": "GPT2LMHeadModel", "qwen3": "Qwen3ForCausalLM"}.get(native.model_type, "LlamaForCausalLM")
+
+
+def _recipe_switches(config: Any) -> str:
+    """The modded-nanogpt / nanochat switches that are on, in words (`getattr`: configs saved before they existed)."""
+    switches = []
+    if getattr(config, "qk_norm", False):
+        switches.append(f"QK-norm ({config.norm_type} over each head's query and key)")
+    if getattr(config, "zero_init", False):
+        switches.append("zero-initialised output projections" + ("" if config.tie_word_embeddings else " and head"))
+    if getattr(config, "final_logit_softcapping", None) is not None:
+        switches.append(f"logits softcapped at {config.final_logit_softcapping}")
+    if getattr(config, "embedding_shortcut", False):
+        switches.append("embedding shortcut (learned x0 mixing into every block's input)")
+    return ", ".join(switches) or "none"
 
 
 def _architecture_rows(config: Any, architecture: str, parameters: int | None) -> list[tuple[str, str]]:
@@ -169,6 +183,7 @@ def _architecture_rows(config: Any, architecture: str, parameters: int | None) -
         ("vocabulary", str(config.vocab_size)),
         ("context length", str(config.max_position_embeddings)),
         ("tied embeddings", str(config.tie_word_embeddings)),
+        ("training-recipe switches", _recipe_switches(config)),
         ("dtype", str(getattr(config, "dtype", None) or "float32").removeprefix("torch.")),
         ("exact native Transformers model", _native_equivalent(config)),
     ]

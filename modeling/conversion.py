@@ -1,9 +1,9 @@
-"""Conversion between gptforge and Transformers' native GPT-2 and Llama models, and from PyTorch's post-norm encoder
-and the seed document's encoder layers.
+"""Conversion between gptforge and Transformers' native GPT-2, Llama and Qwen3 models, and from PyTorch's post-norm
+encoder and the seed document's encoder layers.
 
 One explicit name map per source (LitGPT / gpt-fast style). GPT-2 stores its projections as `Conv1D` (weights are
-(in, out), so they are transposed) and fuses q, k, v into `c_attn` (split into thirds); Llama's names are ours, so
-its map is the identity. Every conversion checks that each source tensor is used exactly once, that every target
+(in, out), so they are transposed) and fuses q, k, v into `c_attn` (split into thirds); Llama's and Qwen3's names are
+ours, so their maps are the identity (Qwen3 is Llama with `qk_norm`). Every conversion checks that each source tensor is used exactly once, that every target
 tensor is filled, and that shapes agree; a config feature with no counterpart raises a `ValueError` naming it.
 
 This module is not part of a pushed model's code: it imports the native model classes.
@@ -12,7 +12,15 @@ This module is not part of a pushed model's code: it imports the native model cl
 from collections.abc import Mapping, Sequence
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from ..configuration.configuration_gptforge import GPTForgeConfig
 from .modeling_gptforge import GPTForgeForCausalLM, GPTForgeModel
@@ -120,6 +128,14 @@ _LLAMA_NAMES = (
 )
 # Llama's parameter names are gptforge's: the map is the identity.
 LLAMA_WEIGHT_MAP: dict[str, tuple[tuple[str, ...], str]] = {name: ((name,), "copy") for name in _LLAMA_NAMES}
+# Qwen3 is Llama with a norm over each head's query and key (and no MLP biases, which the map skips when absent).
+QWEN3_WEIGHT_MAP: dict[str, tuple[tuple[str, ...], str]] = {
+    **LLAMA_WEIGHT_MAP,
+    **{
+        name: ((name,), "copy")
+        for name in ("model.layers.{}.self_attn.q_norm.weight", "model.layers.{}.self_attn.k_norm.weight")
+    },
+}
 
 
 def _forward_op(tensor: torch.Tensor, op: str, count: int) -> list[torch.Tensor]:
@@ -254,11 +270,41 @@ def llama_config_to_gptforge(config: LlamaConfig) -> GPTForgeConfig:
     )
 
 
+def qwen3_config_to_gptforge(config: Qwen3Config) -> GPTForgeConfig:
+    layer_types = set(config.layer_types or ["full_attention"])
+    if config.use_sliding_window or layer_types != {"full_attention"}:
+        raise ValueError(
+            f"Qwen3 feature use_sliding_window={config.use_sliding_window!r} (layer_types {sorted(layer_types)}) has no "
+            "gptforge counterpart (only full attention in every layer maps)"
+        )
+    return GPTForgeConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        head_dim=config.head_dim,
+        max_position_embeddings=config.max_position_embeddings,
+        rope_parameters=dict(config.rope_parameters),
+        norm_eps=config.rms_norm_eps,
+        hidden_act=config.hidden_act,
+        attention_bias=config.attention_bias,
+        qk_norm=True,
+        attention_dropout=float(config.attention_dropout or 0.0),
+        initializer_range=config.initializer_range,
+        tie_word_embeddings=config.tie_word_embeddings,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    )
+
+
 def _mismatches(config: GPTForgeConfig, required: dict) -> list[str]:
     return [f"{k}={getattr(config, k)!r} (needs {v!r})" for k, v in required.items() if getattr(config, k) != v]
 
 
-def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfig:
+def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfig | Qwen3Config:
     """The native config that reproduces `config` exactly, or a `ValueError` naming every feature that does not map."""
     gpt2_required = {
         "position_embedding_type": "learned",
@@ -271,6 +317,10 @@ def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfi
         "mlp_bias": True,
         "num_key_value_heads": config.num_attention_heads,
         "head_dim": config.hidden_size // config.num_attention_heads,
+        "attention_scale": None,
+        "qk_norm": False,
+        "final_logit_softcapping": None,
+        "embedding_shortcut": False,
     }
     llama_required = {
         "is_causal": True,
@@ -280,7 +330,13 @@ def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfi
         "norm_type": "rmsnorm",
         "mlp_type": "gated",
         "hidden_dropout": 0.0,
+        "attention_scale": None,
+        "final_logit_softcapping": None,
+        "embedding_shortcut": False,
     }
+    # Qwen3: Llama's block with QK-norm; its MLP has no biases
+    qwen3_required = {**llama_required, "qk_norm": True, "mlp_bias": False}
+    llama_required["qk_norm"] = False
     gpt2_problems = _mismatches(config, gpt2_required)
     if not gpt2_problems:
         return GPT2Config(
@@ -302,6 +358,30 @@ def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfi
             pad_token_id=config.pad_token_id,
         )
     llama_problems = _mismatches(config, llama_required)
+    qwen3_problems = _mismatches(config, qwen3_required)
+    if not qwen3_problems:
+        assert config.rope_parameters is not None  # rotary positions: filled by __post_init__
+        return Qwen3Config(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            num_key_value_heads=config.num_key_value_heads,
+            head_dim=config.head_dim,
+            hidden_act=config.hidden_act,
+            max_position_embeddings=config.max_position_embeddings,
+            initializer_range=config.initializer_range,
+            rms_norm_eps=config.norm_eps,
+            rope_parameters=dict(config.rope_parameters),
+            attention_bias=config.attention_bias,
+            attention_dropout=config.attention_dropout,
+            use_sliding_window=False,
+            tie_word_embeddings=config.tie_word_embeddings,
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+            pad_token_id=config.pad_token_id,
+        )
     if not llama_problems:
         assert config.rope_parameters is not None  # rotary positions: filled by __post_init__
         return LlamaConfig(
@@ -327,7 +407,8 @@ def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfi
         )
     raise ValueError(
         "this gptforge config has no exact native Transformers counterpart. "
-        f"As GPT2LMHeadModel: {', '.join(gpt2_problems)}. As LlamaForCausalLM: {', '.join(llama_problems)}."
+        f"As GPT2LMHeadModel: {', '.join(gpt2_problems)}. As LlamaForCausalLM: {', '.join(llama_problems)}. "
+        f"As Qwen3ForCausalLM: {', '.join(qwen3_problems)}."
     )
 
 
@@ -391,14 +472,19 @@ def from_seed_encoder(layers: Sequence[torch.nn.Module], **overrides) -> GPTForg
     return model.eval() if not first.training else model
 
 
-def from_transformers(model: GPT2LMHeadModel | LlamaForCausalLM) -> GPTForgeForCausalLM:
-    """A `GPTForgeForCausalLM` with the same weights (and dtype) as a native GPT-2 or Llama causal LM."""
+def from_transformers(model: GPT2LMHeadModel | LlamaForCausalLM | Qwen3ForCausalLM) -> GPTForgeForCausalLM:
+    """A `GPTForgeForCausalLM` with the same weights (and dtype) as a native GPT-2, Llama or Qwen3 causal LM."""
     if isinstance(model, GPT2LMHeadModel):
         config, weight_map = gpt2_config_to_gptforge(model.config), GPT2_WEIGHT_MAP
     elif isinstance(model, LlamaForCausalLM):
         config, weight_map = llama_config_to_gptforge(model.config), LLAMA_WEIGHT_MAP
+    elif isinstance(model, Qwen3ForCausalLM):
+        config, weight_map = qwen3_config_to_gptforge(model.config), QWEN3_WEIGHT_MAP
     else:
-        raise ValueError(f"from_transformers converts GPT2LMHeadModel or LlamaForCausalLM, got {type(model).__name__}")
+        raise ValueError(
+            "from_transformers converts GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM, got "
+            f"{type(model).__name__}"
+        )
     config._attn_implementation = model.config._attn_implementation
     target = GPTForgeForCausalLM(config).to(model.dtype)
     state = _convert(
@@ -410,13 +496,17 @@ def from_transformers(model: GPT2LMHeadModel | LlamaForCausalLM) -> GPTForgeForC
     return target.eval() if not model.training else target
 
 
-def to_transformers(model: GPTForgeForCausalLM) -> GPT2LMHeadModel | LlamaForCausalLM:
-    """The native `GPT2LMHeadModel` or `LlamaForCausalLM` with the same weights, when the config maps exactly."""
+def to_transformers(model: GPTForgeForCausalLM) -> GPT2LMHeadModel | LlamaForCausalLM | Qwen3ForCausalLM:
+    """The native `GPT2LMHeadModel`, `LlamaForCausalLM` or `Qwen3ForCausalLM` with the same weights, when the config
+    maps exactly."""
     if not isinstance(model, GPTForgeForCausalLM):
         raise ValueError(f"to_transformers converts GPTForgeForCausalLM, got {type(model).__name__}")
     native_config = gptforge_config_to_native(model.config)
+    native_cls: type[PreTrainedModel]
     if isinstance(native_config, GPT2Config):
         native_cls, weight_map = GPT2LMHeadModel, GPT2_WEIGHT_MAP
+    elif isinstance(native_config, Qwen3Config):
+        native_cls, weight_map = Qwen3ForCausalLM, QWEN3_WEIGHT_MAP
     else:
         native_cls, weight_map = LlamaForCausalLM, LLAMA_WEIGHT_MAP
     native_config._attn_implementation = model.config._attn_implementation
@@ -433,6 +523,7 @@ def to_transformers(model: GPTForgeForCausalLM) -> GPT2LMHeadModel | LlamaForCau
 __all__ = [
     "GPT2_WEIGHT_MAP",
     "LLAMA_WEIGHT_MAP",
+    "QWEN3_WEIGHT_MAP",
     "TORCH_ENCODER_WEIGHT_MAP",
     "SEED_ENCODER_WEIGHT_MAP",
     "load_torch_encoder_layers",

@@ -23,7 +23,8 @@ LOSS_CHUNK_MIN_ROWS = 128
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """`cross_entropy(hidden @ weight.T, targets, reduction="sum") / divisor`, without ever holding the full logits.
+    """`cross_entropy(hidden @ weight.T, targets, reduction="sum") / divisor`, without ever holding the full logits;
+    with `softcap`, of `softcap * tanh(hidden @ weight.T / softcap)` (Gemma 2's final-logit softcapping).
 
     Rows go `chunk_rows` at a time: each chunk's logits are projected, reduced to its share of the loss and turned
     straight into its share of both gradients (softmax minus one-hot, divided by `divisor`), so forward already knows
@@ -33,7 +34,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows):
+    def forward(ctx, hidden, weight, targets, divisor, ignore_index, chunk_rows, softcap=None):
         # hidden (N, d), weight (V, d), targets (N,) already shifted, divisor a 0-dim tensor
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         hidden_dtype, weight_dtype = hidden.dtype, weight.dtype  # the gradients go back in these dtypes
@@ -54,6 +55,10 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             rows = slice(start, start + chunk_rows)
             chunk_hidden, chunk_targets = hidden[rows], targets[rows]
             logits = torch.mm(chunk_hidden, weight.t(), out=buffer[: chunk_hidden.shape[0]]).float()  # (n, V)
+            if softcap is not None:
+                # kept for backward: d(cap * tanh(z / cap))/dz = 1 - tanh(z / cap)^2
+                tanh = logits.div_(softcap).tanh_()
+                logits = tanh * softcap
             valid = chunk_targets != ignore_index
             chunk_targets = chunk_targets.masked_fill(~valid, 0)
             target_logits = logits.gather(1, chunk_targets[:, None]).squeeze(1)
@@ -65,6 +70,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 row_scale = valid / divisor  # ignored rows get no gradient
                 grad_logits = exp.mul_((row_scale / sum_exp)[:, None])  # softmax / divisor
                 grad_logits.scatter_add_(1, chunk_targets[:, None], -row_scale[:, None])  # minus the one-hot target
+                if softcap is not None:
+                    grad_logits.mul_(tanh.square_().neg_().add_(1))  # through the cap to the raw logits
                 grad_logits = grad_logits.to(weight.dtype)
                 if want_hidden:
                     torch.mm(grad_logits, weight, out=grad_hidden[rows])
@@ -86,7 +93,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         if grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
             grad_hidden = grad_hidden * grad_loss if grad_hidden is not None else None
             grad_weight = grad_weight * grad_loss if grad_weight is not None else None
-        return grad_hidden, grad_weight, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def chunked_causal_lm_loss(
@@ -97,11 +104,12 @@ def chunked_causal_lm_loss(
     ignore_index: int = -100,
     shift_labels: torch.Tensor | None = None,
     chunk_rows: int | None = None,
+    softcap: float | None = None,
     **kwargs,
 ) -> torch.Tensor:
     """Transformers' `ForCausalLMLoss(hidden_states @ weight.T, labels, ...)`, the same semantics (labels shifted left
     with `ignore_index` padding, or `shift_labels` as given; sum / `num_items_in_batch`, else the mean over counted
-    tokens) through `ChunkedLinearCrossEntropy`."""
+    tokens) through `ChunkedLinearCrossEntropy`; `softcap` caps the logits as `config.final_logit_softcapping` does."""
     if shift_labels is None:
         shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
     hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
@@ -111,4 +119,4 @@ def chunked_causal_lm_loss(
     divisor = torch.as_tensor(num_items_in_batch, device=hidden.device)
     elements = LOSS_CHUNK_ELEMENTS if hidden.device.type == "cpu" else LOSS_CHUNK_ELEMENTS_ACCELERATOR
     chunk_rows = chunk_rows or max(LOSS_CHUNK_MIN_ROWS, elements // weight.shape[0])
-    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, divisor, ignore_index, chunk_rows)
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, divisor, ignore_index, chunk_rows, softcap)

@@ -135,10 +135,12 @@ class GPTForgeRMSNorm(nn.Module):
         return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
 
 
-def build_norm(config: GPTForgeConfig) -> nn.Module:
+def build_norm(config: GPTForgeConfig, size: int | None = None) -> nn.Module:
+    """The config's norm over `size` features (default: hidden_size; qk_norm's per-head norms take head_dim)."""
+    size = size or config.hidden_size
     if config.norm_type == "rmsnorm":
-        return GPTForgeRMSNorm(config.hidden_size, eps=config.norm_eps)
-    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        return GPTForgeRMSNorm(size, eps=config.norm_eps)
+    return nn.LayerNorm(size, eps=config.norm_eps, bias=config.norm_bias)
 
 
 class GPTForgeRotaryEmbedding(nn.Module):
@@ -340,6 +342,9 @@ class GPTForgeAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, kv_out, bias=config.attention_bias)
         self.o_proj = nn.Linear(q_out, config.hidden_size, bias=config.attention_bias)
         self.o_proj.is_residual_projection = True
+        # Qwen3's QK-norm: one norm over head_dim, shared by the heads, on queries and keys before the rotation
+        self.q_norm = build_norm(config, self.head_dim) if config.qk_norm else None
+        self.k_norm = build_norm(config, self.head_dim) if config.qk_norm else None
 
     def forward(
         self,
@@ -351,8 +356,14 @@ class GPTForgeAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
-        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, nh, T, hd)
-        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, n_kv, T, hd)
+        query_states = self.q_proj(hidden_states).view(hidden_shape)
+        key_states = self.k_proj(hidden_states).view(hidden_shape)
+        if self.q_norm is not None and self.k_norm is not None:
+            # per head, on (B, T, heads, hd) before the transpose, as Qwen3: kernels that flatten rows (Liger's
+            # RMSNorm) need the contiguous layout
+            query_states, key_states = self.q_norm(query_states), self.k_norm(key_states)
+        query_states = query_states.transpose(1, 2)  # (B, nh, T, hd)
+        key_states = key_states.transpose(1, 2)  # (B, n_kv, T, hd)
         value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
         if position_embeddings is not None:
@@ -489,15 +500,25 @@ class GPTForgePreTrainedModel(PreTrainedModel):
         |------------------------------------------|-----------------------------------------------------------|
         | Linear weights, embeddings               | normal(0, initializer_range)                              |
         | o_proj / down_proj weights, if scaled    | normal(0, initializer_range / sqrt(2 * num_hidden_layers)) |
+        | zero_init: o/down_proj, untied lm_head   | zeros                                                     |
         | Linear biases                            | zeros                                                     |
         | norm weights / biases                    | ones / zeros                                              |
         | rotary inv_freq (non-persistent buffer)  | recomputed from rope_parameters                           |
+        | resid_lambdas / x0_lambdas               | ones / zeros (the embedding shortcut starts switched off) |
         """
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             if getattr(module, "is_residual_projection", False) and self.config.scale_residual_init:
                 std = std / math.sqrt(2 * self.config.num_hidden_layers)
-            init.normal_(module.weight, mean=0.0, std=std)
+            zeroed = self.config.zero_init and (
+                getattr(module, "is_residual_projection", False)
+                # a tied head is the embedding, which keeps its normal init
+                or (module is getattr(self, "lm_head", None) and not self.config.tie_word_embeddings)
+            )
+            if zeroed:
+                init.zeros_(module.weight)
+            else:
+                init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
@@ -506,6 +527,9 @@ class GPTForgePreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, GPTForgeModel) and module.config.embedding_shortcut:
+            init.ones_(module.resid_lambdas)
+            init.zeros_(module.x0_lambdas)
         elif isinstance(module, GPTForgeRotaryEmbedding):
             inv_freq, _ = module.compute_inv_freq(module.config)
             init.copy_(module.inv_freq, inv_freq)
@@ -526,6 +550,10 @@ class GPTForgeModel(GPTForgePreTrainedModel):
         self.layers = nn.ModuleList(GPTForgeDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         # post-norm blocks end in a norm already; only pre-norm stacks need a final one
         self.norm = build_norm(config) if config.norm_position == "pre" else nn.Identity()
+        if config.embedding_shortcut:
+            # nanochat's names: block i reads resid_lambdas[i] * x + x0_lambdas[i] * x0 (x0: the first block's input)
+            self.resid_lambdas = nn.Parameter(torch.ones(config.num_hidden_layers))
+            self.x0_lambdas = nn.Parameter(torch.zeros(config.num_hidden_layers))
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -621,7 +649,10 @@ class GPTForgeModel(GPTForgePreTrainedModel):
                     config=mask_config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache
                 )
 
-        for layer in self.layers:
+        x0 = hidden_states  # with a cache, the new tokens' embeddings only: each position mixes in its own
+        for i, layer in enumerate(self.layers):
+            if self.config.embedding_shortcut:
+                hidden_states = self.resid_lambdas[i] * hidden_states + self.x0_lambdas[i] * x0
             # position_ids reach the attention function, as in Llama: flash attention and serving engines' own
             # functions find packed sequences (varlen) from them when there is no mask
             hidden_states = layer(
@@ -711,10 +742,16 @@ class GPTForgeForCausalLM(GPTForgePreTrainedModel, GenerationMixin):
             all_positions = isinstance(logits_to_keep, int) and logits_to_keep == 0
             if self.training and all_positions and self._can_chunk_loss():
                 rows = self.config.loss_chunk_size
-                loss = chunked_causal_lm_loss(hidden_states, self.lm_head.weight, labels, chunk_rows=rows, **kwargs)
+                softcap = self.config.final_logit_softcapping
+                loss = chunked_causal_lm_loss(
+                    hidden_states, self.lm_head.weight, labels, chunk_rows=rows, softcap=softcap, **kwargs
+                )
         if loss is None:
             # generate asks for the last position only: project just that onto the (large) vocabulary
             logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
+            if self.config.final_logit_softcapping is not None:  # Gemma 2's cap, as in every path to the logits
+                cap = self.config.final_logit_softcapping
+                logits = torch.tanh(logits / cap) * cap
             if labels is not None:
                 loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 

@@ -1,4 +1,4 @@
-"""Convert a native Transformers GPT-2 or Llama folder into a gptforge folder, tokenizer included.
+"""Convert a native Transformers GPT-2, Llama or Qwen3 folder into a gptforge folder, tokenizer included.
 
 The weights go through `gptforge.from_transformers` (an explicit name map with shape and coverage checks); the
 converted model's logits are then compared with the source's on a random batch, so a silent mismatch cannot ship.
@@ -19,7 +19,7 @@ from typing import Any
 from ..training.errors import UsageError
 from ..training.options import option, typed_main
 
-HELP = "convert a native GPT-2 or Llama folder (Transformers format) into a gptforge folder"
+HELP = "convert a native GPT-2, Llama or Qwen3 folder (Transformers format) into a gptforge folder"
 
 
 @dataclass
@@ -27,7 +27,7 @@ class ConvertOptions:
     """Every flag of `gptforge convert`, and the keywords of `main`."""
 
     source: str | os.PathLike = option(
-        help="native GPT-2 or Llama folder (config.json + safetensors)",
+        help="native GPT-2, Llama or Qwen3 folder (config.json + safetensors)",
         positional=True,
         flags=["--source"],
         metavar="SOURCE",

@@ -1,4 +1,5 @@
-"""Export a gptforge folder as a native Transformers folder (`GPT2LMHeadModel` or `LlamaForCausalLM`), or a GGUF file.
+"""Export a gptforge folder as a native Transformers folder (`GPT2LMHeadModel`, `LlamaForCausalLM` or
+`Qwen3ForCausalLM`), or a GGUF file.
 
 Tools that know only the native architectures (vLLM, llama.cpp's GGUF converter, TGI, ONNX exporters) read the
 result without gptforge and without remote code. Only a causal LM whose config maps exactly is exported; anything
@@ -24,7 +25,9 @@ from typing import Any, Literal
 from ..training.errors import UsageError
 from ..training.options import option, typed_main
 
-HELP = "export a gptforge folder as a native GPT2LMHeadModel / LlamaForCausalLM folder, or a GGUF file"
+HELP = (
+    "export a gptforge folder as a native GPT2LMHeadModel / LlamaForCausalLM / Qwen3ForCausalLM folder, or a GGUF file"
+)
 TARGETS = ("transformers", "gguf")
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")  # gptforge.export_gguf.GGUF_TYPES, spelled here so --help imports no torch
 NATIVE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"  # concrete in 4.x too (5.x's `TokenizersBackend` is 5.x-only)
@@ -104,7 +107,7 @@ def main(options: ExportOptions) -> Any:
     architecture = (config.architectures or [GPTForgeForCausalLM.__name__])[0]
     if architecture != GPTForgeForCausalLM.__name__:
         raise UsageError(
-            f"{folder} holds a {architecture}; only {GPTForgeForCausalLM.__name__} has a native GPT-2 / Llama "
+            f"{folder} holds a {architecture}; only {GPTForgeForCausalLM.__name__} has a native GPT-2 / Llama / Qwen3 "
             "counterpart"
         )
     try:  # fails here, naming every field that does not map, before loading weights

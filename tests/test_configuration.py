@@ -88,6 +88,12 @@ def test_unknown_keyword_is_kept_like_any_transformers_config():
         (dict(mlp_type="moe"), r"mlp_type must be one of .*'moe'"),
         (dict(attention_dropout=1.5), r"attention_dropout must be in \[0, 1\), got attention_dropout=1.5"),
         (dict(norm_eps=0.0), r"norm_eps must be positive, got norm_eps=0.0"),
+        (
+            dict(final_logit_softcapping=-30.0),
+            r"final_logit_softcapping must be None \(no cap\) or a positive finite number, got "
+            r"final_logit_softcapping=-30.0",
+        ),
+        (dict(final_logit_softcapping=float("inf")), r"final_logit_softcapping=inf"),
     ],
 )
 def test_invalid_configs_raise_value_error_naming_field_and_value(overrides, message):

@@ -26,6 +26,7 @@ from transformers import (
     AutoTokenizer,
     GPT2LMHeadModel,
     LlamaForCausalLM,
+    Qwen3ForCausalLM,
     pipeline,
 )
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
@@ -387,9 +388,16 @@ def test_loads_and_generates_in_an_interpreter_without_gptforge(tmp_path, lm, cl
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset, native_cls", [("tiny", LlamaForCausalLM), ("gpt2-124m", GPT2LMHeadModel)])
-def test_export_writes_a_native_folder_and_is_reproducible(tmp_path, tokenizer, preset, native_cls):
-    model = GPTForgeForCausalLM(small_config(preset)).eval()
+@pytest.mark.parametrize(
+    "preset, overrides, native_cls",
+    [
+        ("tiny", {}, LlamaForCausalLM),
+        ("gpt2-124m", {}, GPT2LMHeadModel),
+        ("tiny", {"qk_norm": True}, Qwen3ForCausalLM),
+    ],
+)
+def test_export_writes_a_native_folder_and_is_reproducible(tmp_path, tokenizer, preset, overrides, native_cls):
+    model = GPTForgeForCausalLM(small_config(preset, **overrides)).eval()
     model.save_pretrained(tmp_path / "gptforge")
     tokenizer.save_pretrained(tmp_path / "gptforge")
 

@@ -93,7 +93,7 @@ def test_to_transformers_names_what_does_not_map():
 
 
 def test_from_transformers_rejects_other_models():
-    with pytest.raises(ValueError, match="converts GPT2LMHeadModel or LlamaForCausalLM, got Linear"):
+    with pytest.raises(ValueError, match="converts GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM, got Linear"):
         from_transformers(nn.Linear(2, 2))
 
 

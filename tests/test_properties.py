@@ -51,19 +51,22 @@ def configs(draw, causal_only: bool = True) -> GPTForgeConfig:
         norm_position=draw(st.sampled_from(["pre", "post"])),
         is_causal=True if causal_only else draw(st.booleans()),
         mlp_type=mlp_type,
-        hidden_act=draw(st.sampled_from(["silu", "gelu_new", "relu"])),
+        hidden_act=draw(st.sampled_from(["silu", "gelu_new", "relu", "relu2"])),
         attention_bias=draw(st.booleans()),
         mlp_bias=draw(st.booleans()),
         tie_word_embeddings=draw(st.booleans()),
+        qk_norm=draw(st.booleans()),
+        embedding_shortcut=draw(st.booleans()),
+        final_logit_softcapping=draw(st.sampled_from([None, 1.0])),
     )
 
 
 def build(config: GPTForgeConfig, seed: int) -> GPTForgeForCausalLM:
     torch.manual_seed(seed)
     model = GPTForgeForCausalLM(config).eval()
-    with torch.no_grad():  # norms start at exactly 1 / 0; perturb so that every parameter matters
+    with torch.no_grad():  # norms and the shortcut's scalars start at exactly 1 / 0; perturb so that all matter
         for name, param in model.named_parameters():
-            if "norm" in name:
+            if "norm" in name or "lambdas" in name:
                 param.add_(torch.randn_like(param) * 0.1)
     return model
 

@@ -9,7 +9,7 @@ from typing import Any
 from .errors import UsageError
 
 # native Transformers model types that `gptforge convert` reads (and `finetune` converts on the fly)
-SUPPORTED_MODEL_TYPES = ("gpt2", "llama")
+SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "qwen3")
 # tokenizer files copied byte for byte between gptforge and native folders (tokenizer_config.json is rewritten)
 TOKENIZER_COPY_FILES = ("tokenizer.json", "special_tokens_map.json", "chat_template.jinja")
 # a folder holding none of these has no tokenizer to load
