@@ -18,11 +18,11 @@ Recipes, and the exports each keeps (`gptforge export` to native Transformers cl
   steps, squared-ReLU MLP (`hidden_act="relu2"`), RMS-normed queries and keys (`qk_norm`), zero-initialised output
   projections and head (`zero_init`), logits soft-capped at 15 (nanochat's value; modded-nanogpt uses 30 at its
   scale), the token embedding added back into each block's input (`embedding_shortcut`), and an untied head. Keeps
-  no native or GGUF export: soft-capping, the embedding shortcut and relu2 have no Llama counterpart.
+  no native or GGUF export: soft-capping and the embedding shortcut have no Llama or Qwen3 counterpart.
 - `modern-exportable`: the part of `modern` that keeps the native and GGUF exports: Muon, warmup-stable-decay,
   zero_init (an initialisation only: the trained weights are plain ones) and an untied head (Llama has one). Left
   out: `qk_norm` (it exports only through Qwen3's native class, and no GGUF architecture gptforge writes has it),
-  relu2 (no Llama export unless a native class has it), soft-capping and the embedding shortcut.
+  relu2 (Llama's `hidden_act` holds it, but the GGUF writer refuses it), soft-capping and the embedding shortcut.
 
 `DEFAULT_RECIPE` is what a run without `--recipe` trains with; an ablation (`python -m benchmarks.recipe`) decides
 whether it changes. This module imports no torch, so `gptforge --help` lists the names at once.
