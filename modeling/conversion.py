@@ -359,9 +359,10 @@ def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfi
         )
     llama_problems = _mismatches(config, llama_required)
     qwen3_problems = _mismatches(config, qwen3_required)
-    if not qwen3_problems:
+    if not qwen3_problems or not llama_problems:
         assert config.rope_parameters is not None  # rotary positions: filled by __post_init__
-        return Qwen3Config(
+        # what Llama and Qwen3 configs share; Qwen3 adds per-head q/k norms (implied) and a sliding window (off)
+        rotary = dict(
             vocab_size=config.vocab_size,
             hidden_size=config.hidden_size,
             intermediate_size=config.intermediate_size,
@@ -376,35 +377,14 @@ def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfi
             rope_parameters=dict(config.rope_parameters),
             attention_bias=config.attention_bias,
             attention_dropout=config.attention_dropout,
-            use_sliding_window=False,
             tie_word_embeddings=config.tie_word_embeddings,
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,
             pad_token_id=config.pad_token_id,
         )
-    if not llama_problems:
-        assert config.rope_parameters is not None  # rotary positions: filled by __post_init__
-        return LlamaConfig(
-            vocab_size=config.vocab_size,
-            hidden_size=config.hidden_size,
-            intermediate_size=config.intermediate_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            num_key_value_heads=config.num_key_value_heads,
-            head_dim=config.head_dim,
-            hidden_act=config.hidden_act,
-            max_position_embeddings=config.max_position_embeddings,
-            initializer_range=config.initializer_range,
-            rms_norm_eps=config.norm_eps,
-            rope_parameters=dict(config.rope_parameters),
-            attention_bias=config.attention_bias,
-            attention_dropout=config.attention_dropout,
-            mlp_bias=config.mlp_bias,
-            tie_word_embeddings=config.tie_word_embeddings,
-            bos_token_id=config.bos_token_id,
-            eos_token_id=config.eos_token_id,
-            pad_token_id=config.pad_token_id,
-        )
+        if not qwen3_problems:
+            return Qwen3Config(**rotary, use_sliding_window=False)
+        return LlamaConfig(**rotary, mlp_bias=config.mlp_bias)
     raise ValueError(
         "this gptforge config has no exact native Transformers counterpart. "
         f"As GPT2LMHeadModel: {', '.join(gpt2_problems)}. As LlamaForCausalLM: {', '.join(llama_problems)}. "
