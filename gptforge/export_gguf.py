@@ -30,7 +30,7 @@ import torch
 
 from .configuration import GPTForgeConfig
 from .modeling import GPTForgeForCausalLM
-from .modeling.conversion import gptforge_config_to_native
+from .modeling.conversion import EXPORTABLE_RECIPE_HINT, gptforge_config_to_native
 
 # file type name -> (llama.cpp file type, tensor type of the matrices)
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
@@ -80,7 +80,10 @@ def gguf_architecture(config: GPTForgeConfig) -> str:
         if rope_type != "default":
             problems.append(f"rope_parameters['rope_type']={rope_type!r} (needs 'default')")
     if problems:
-        raise ValueError(f"this gptforge config has no exact GGUF {architecture} counterpart: {', '.join(problems)}")
+        raise ValueError(
+            f"this gptforge config has no exact GGUF {architecture} counterpart: {', '.join(problems)}. "
+            f"{EXPORTABLE_RECIPE_HINT}"
+        )
     return architecture
 
 

@@ -304,6 +304,13 @@ def _mismatches(config: GPTForgeConfig, required: dict) -> list[str]:
     return [f"{k}={getattr(config, k)!r} (needs {v!r})" for k, v in required.items() if getattr(config, k) != v]
 
 
+# What an export refusal suggests: the training recipe whose model keeps the native and GGUF exports.
+EXPORTABLE_RECIPE_HINT = (
+    "A model trained with `gptforge pretrain --recipe modern-exportable` (or `classic`) keeps the native and GGUF "
+    "exports."
+)
+
+
 def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfig | Qwen3Config:
     """The native config that reproduces `config` exactly, or a `ValueError` naming every feature that does not map."""
     gpt2_required = {
@@ -388,7 +395,7 @@ def gptforge_config_to_native(config: GPTForgeConfig) -> GPT2Config | LlamaConfi
     raise ValueError(
         "this gptforge config has no exact native Transformers counterpart. "
         f"As GPT2LMHeadModel: {', '.join(gpt2_problems)}. As LlamaForCausalLM: {', '.join(llama_problems)}. "
-        f"As Qwen3ForCausalLM: {', '.join(qwen3_problems)}."
+        f"As Qwen3ForCausalLM: {', '.join(qwen3_problems)}. {EXPORTABLE_RECIPE_HINT}"
     )
 
 

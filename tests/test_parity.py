@@ -88,8 +88,11 @@ def test_to_transformers_names_what_does_not_map():
     model = GPTForgeForCausalLM(arch_config("postnorm-causal"))
     with pytest.raises(
         ValueError, match=r"no exact native Transformers counterpart.*norm_position='post' \(needs 'pre'\)"
-    ):
+    ) as caught:
         to_transformers(model)
+    assert str(caught.value).endswith(
+        "`gptforge pretrain --recipe modern-exportable` (or `classic`) keeps the native and GGUF exports."
+    )
 
 
 def test_from_transformers_rejects_other_models():

@@ -10,7 +10,12 @@ from _consumers import run_python
 from _helpers import arch_config
 
 from gptforge import GPTForgeForCausalLM
-from gptforge.modeling.conversion import from_transformers, gptforge_config_to_native, to_transformers
+from gptforge.modeling.conversion import (
+    EXPORTABLE_RECIPE_HINT,
+    from_transformers,
+    gptforge_config_to_native,
+    to_transformers,
+)
 
 # switch -> (architecture of tests/_helpers.py, config overrides)
 SWITCHES: dict[str, tuple[str, dict]] = {
@@ -253,8 +258,9 @@ def test_a_qwen3_model_converts_in_with_equal_logits():
 def test_gguf_export_refuses_qk_norm_by_name():
     from gptforge.export_gguf import gguf_architecture
 
-    with pytest.raises(ValueError, match=r"qk_norm=True \(needs False"):
+    with pytest.raises(ValueError, match=r"qk_norm=True \(needs False") as caught:
         gguf_architecture(switch_config("qk-norm"))
+    assert str(caught.value).endswith(EXPORTABLE_RECIPE_HINT)  # and names a recipe whose model keeps the export
 
 
 ALL_SWITCHES = dict(
