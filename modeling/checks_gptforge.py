@@ -15,13 +15,18 @@ from safetensors import safe_open
 from ..configuration.configuration_gptforge import GPTForgeConfig
 
 
+class MismatchedShapesError(ValueError, RuntimeError):
+    """Tensor shapes in a checkpoint that do not match its config.json. A `RuntimeError`, as Transformers raises for
+    them (code written for any model catches that), and a `ValueError`, as gptforge raises for bad input."""
+
+
 def loading_error(exc: Exception, path) -> Exception | None:
     """What `from_pretrained` should raise instead of `exc`, or None to re-raise it: an `OSError` naming a truncated or
-    corrupted safetensors file, a `ValueError` for tensor shapes that do not match config.json."""
+    corrupted safetensors file, a `MismatchedShapesError` naming the folder for shapes that do not match config.json."""
     if type(exc).__name__ == "SafetensorError":
         return OSError(f"{unreadable_safetensors(path)}: {exc}")
     if isinstance(exc, RuntimeError) and "ignore_mismatched_sizes" in str(exc):
-        return ValueError(
+        return MismatchedShapesError(
             f"{path}: tensor shapes in the checkpoint do not match its config.json (the report above lists them)"
         )
     return None

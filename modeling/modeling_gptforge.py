@@ -460,8 +460,9 @@ class GPTForgePreTrainedModel(PreTrainedModel):
 
         `output_loading_info=True` is Transformers' contract instead: the model loads whatever matches and comes back
         with `{"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}` for the caller to judge, and
-        missing or unknown tensors raise nothing. Tensors of the wrong shape still raise (a `ValueError` naming the
-        folder) unless `ignore_mismatched_sizes=True`, as in Transformers; they are then listed in `mismatched_keys`."""
+        missing or unknown tensors raise nothing. Tensors of the wrong shape still raise unless `ignore_mismatched_sizes=True`,
+        as in Transformers (a `RuntimeError` that is also a `ValueError` naming the folder); they are then listed in
+        `mismatched_keys`."""
         output_loading_info = kwargs.pop("output_loading_info", False)
         try:
             model, info = super().from_pretrained(
