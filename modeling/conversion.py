@@ -242,11 +242,9 @@ def gpt2_config_to_gptforge(config: GPT2Config) -> GPTForgeConfig:
     )
 
 
-def llama_config_to_gptforge(config: LlamaConfig) -> GPTForgeConfig:
-    if (config.pretraining_tp or 1) != 1:
-        raise ValueError(
-            f"Llama feature pretraining_tp={config.pretraining_tp} has no gptforge counterpart (only 1 maps)"
-        )
+def _rotary_config_to_gptforge(config: LlamaConfig | Qwen3Config, **switches) -> GPTForgeConfig:
+    """The fields Llama and Qwen3 configs share, as a gptforge config (the `tiny`-style defaults: RoPE, RMSNorm,
+    SwiGLU), plus each model's own `switches`."""
     return GPTForgeConfig(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
@@ -260,14 +258,22 @@ def llama_config_to_gptforge(config: LlamaConfig) -> GPTForgeConfig:
         norm_eps=config.rms_norm_eps,
         hidden_act=config.hidden_act,
         attention_bias=config.attention_bias,
-        mlp_bias=config.mlp_bias,
         attention_dropout=float(config.attention_dropout or 0.0),
         initializer_range=config.initializer_range,
         tie_word_embeddings=config.tie_word_embeddings,
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
+        **switches,
     )
+
+
+def llama_config_to_gptforge(config: LlamaConfig) -> GPTForgeConfig:
+    if (config.pretraining_tp or 1) != 1:
+        raise ValueError(
+            f"Llama feature pretraining_tp={config.pretraining_tp} has no gptforge counterpart (only 1 maps)"
+        )
+    return _rotary_config_to_gptforge(config, mlp_bias=config.mlp_bias)
 
 
 def qwen3_config_to_gptforge(config: Qwen3Config) -> GPTForgeConfig:
@@ -277,27 +283,7 @@ def qwen3_config_to_gptforge(config: Qwen3Config) -> GPTForgeConfig:
             f"Qwen3 feature use_sliding_window={config.use_sliding_window!r} (layer_types {sorted(layer_types)}) has no "
             "gptforge counterpart (only full attention in every layer maps)"
         )
-    return GPTForgeConfig(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        num_key_value_heads=config.num_key_value_heads,
-        head_dim=config.head_dim,
-        max_position_embeddings=config.max_position_embeddings,
-        rope_parameters=dict(config.rope_parameters),
-        norm_eps=config.rms_norm_eps,
-        hidden_act=config.hidden_act,
-        attention_bias=config.attention_bias,
-        qk_norm=True,
-        attention_dropout=float(config.attention_dropout or 0.0),
-        initializer_range=config.initializer_range,
-        tie_word_embeddings=config.tie_word_embeddings,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
-    )
+    return _rotary_config_to_gptforge(config, qk_norm=True)
 
 
 def _mismatches(config: GPTForgeConfig, required: dict) -> list[str]:
