@@ -189,9 +189,17 @@ def _architecture_rows(config: Any, architecture: str, parameters: int | None) -
     ]
 
 
-def _front_matter(front: Mapping[str, Any]) -> str:
-    """The card's YAML front matter between its `---` lines."""
-    return "---\n" + yaml.safe_dump(dict(front), sort_keys=False, allow_unicode=True) + "---"
+def _front_matter(
+    front: Mapping[str, Any], datasets: str | Iterable[str] | None = None, base_model: str | None = None
+) -> str:
+    """The card's YAML front matter between its `---` lines, with the Hub's optional `datasets` and `base_model` keys
+    last where given."""
+    front = dict(front)
+    if datasets:
+        front["datasets"] = [datasets] if isinstance(datasets, str) else list(datasets)
+    if base_model:
+        front["base_model"] = base_model
+    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---"
 
 
 def _table(rows: Iterable[tuple[str, str]], header: tuple[str, str]) -> str:
@@ -250,11 +258,7 @@ def model_card(
         "license": license or metadata_defaults["license"] or "apache-2.0",
     }
     datasets = datasets or metadata_defaults["datasets"]
-    if datasets:
-        front["datasets"] = [datasets] if isinstance(datasets, str) else list(datasets)
     base_model = base_model or metadata_defaults["base_model"]
-    if base_model:
-        front["base_model"] = base_model
 
     scalar_figures = [(key, _format_figure(value)) for key, value in figures.items() if not isinstance(value, dict)]
     training = (
@@ -270,7 +274,7 @@ def model_card(
         use = 'print(pipe("An example input"))'
 
     sections = [
-        _front_matter(front),
+        _front_matter(front, datasets, base_model),
         f"# {repo}",
         f"A `{architecture}` model built and trained with gptforge"
         + (f", fine-tuned from `{base_model}`." if base_model else "."),
@@ -315,10 +319,6 @@ def native_card(
         "pipeline_tag": "text-generation",
         "tags": ["gptforge", model_type],
     }
-    if datasets:
-        front["datasets"] = list(datasets)
-    if base_model:
-        front["base_model"] = base_model
     body = [
         f"# {repo_id.split('/')[-1]}",
         "",
@@ -332,7 +332,7 @@ def native_card(
         f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
         "```",
     ]
-    return _front_matter(front) + "\n\n" + "\n".join(body) + "\n"
+    return _front_matter(front, datasets, base_model) + "\n\n" + "\n".join(body) + "\n"
 
 
 def adapter_card(
@@ -354,10 +354,6 @@ def adapter_card(
         "license": license or "apache-2.0",
         "tags": ["gptforge", "lora"],
     }
-    if datasets:
-        front["datasets"] = list(datasets)
-    if base_model:
-        front["base_model"] = base_model
     body = [
         f"# {repo_id.split('/')[-1]}",
         "",
@@ -373,7 +369,7 @@ def adapter_card(
         f'model = PeftModel.from_pretrained(base, "{repo_id}")',
         "```",
     ]
-    return _front_matter(front) + "\n\n" + "\n".join(body) + "\n"
+    return _front_matter(front, datasets, base_model) + "\n\n" + "\n".join(body) + "\n"
 
 
 def card_for_folder(
