@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import torch
+
 from gptforge import GPTForgeConfig
 
 
@@ -37,3 +39,14 @@ def arch_config(name: str, **overrides) -> GPTForgeConfig:
     spec = dict(ARCHITECTURES[name])
     preset = spec.pop("preset")
     return tiny_config(preset, **{**spec, **overrides})
+
+
+def left_padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rows` of token ids as one left-padded batch: (input_ids padded with 0, attention_mask)."""
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = row
+        mask[i, width - len(row) :] = 1
+    return ids, mask

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from _helpers import ARCHITECTURES, arch_config
+from _helpers import ARCHITECTURES, arch_config, left_padded
 from transformers import DynamicCache, StaticCache
 
 from gptforge import (
@@ -50,16 +50,11 @@ def test_cache_passed_as_past_key_values_is_used_too():
 def test_left_padded_batch_equals_each_row_alone(arch):
     model = causal_lm(arch)
     rows = [torch.randint(0, 128, (n,)) for n in (9, 5, 7)]
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = row
-        mask[i, width - len(row) :] = 1
+    ids, mask = left_padded(rows)
     batched = model(ids, attention_mask=mask).logits
     for i, row in enumerate(rows):
         alone = model(row[None]).logits[0]
-        torch.testing.assert_close(batched[i, width - len(row) :], alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched[i, -len(row) :], alone, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ARCHS + ["encoder"])

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from _consumers import run_python
-from _helpers import arch_config
+from _helpers import arch_config, left_padded
 
 from gptforge import GPTForgeForCausalLM
 from gptforge.modeling.conversion import (
@@ -78,17 +78,12 @@ def test_token_by_token_decoding_with_cache_equals_full_forward(name):
 def test_left_padded_batch_equals_each_row_alone(name):
     model = switched_lm(name)
     rows = [torch.randint(0, 128, (n,)) for n in (9, 5, 7)]
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = row
-        mask[i, width - len(row) :] = 1
+    ids, mask = left_padded(rows)
     with torch.no_grad():
         batched = model(ids, attention_mask=mask).logits
         for i, row in enumerate(rows):
             alone = model(row[None]).logits[0]
-            torch.testing.assert_close(batched[i, width - len(row) :], alone, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(batched[i, -len(row) :], alone, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", NAMES)
