@@ -1,4 +1,4 @@
-"""The recipe ablation: each switch of the `modern` recipe on its own over `classic`, and the whole recipes, at equal
+"""The recipe ablation: each of the field's switches on its own over `classic`, and the whole recipes, at equal
 steps and equal tokens, on the stdlib corpus and on any text you point `--data` at.
 
 Every row is `gptforge pretrain` itself (`scripts/pretrain.main`, called in this process): the same preset, batch,
@@ -6,12 +6,14 @@ block size, steps, tokenizer (trained once per corpus, on its training split) an
 only by what the row names. Validation is in bits per byte (the run's `eval_bits_per_byte`: nats per token / ln 2 /
 bytes per token), which does not depend on the tokenizer. Each row runs `--seeds` times (init and data order); a
 cell is the mean ± half the range over the seeds, and the seed noise line is classic's own half-range: a difference
-smaller than it says nothing. Step time is training time per optimizer step, relative to classic on the same corpus.
+smaller than it says nothing. Step time is training time per optimizer step, relative to classic on the same corpus:
+it means something only when the runs had the machine to themselves (one process at a time, nothing else running).
 
-Rows: `classic`; `+muon`, `+wsd` (warmup-stable-decay, linear cooldown to 0 over the last 40%), `+relu2`,
-`+qk_norm`, `+zero_init`, `+softcap15`, `+embedding_shortcut`, `+untied`: one switch of `modern` each, the rest
-classic; `modern-exportable` and `modern`: the recipes. A row whose config field this GPTForgeConfig lacks is reported
-as skipped.
+Rows: `classic`; `+muon`, `+wsd` (warmup-stable-decay, linear cooldown to 0 over the last 20%), `+relu2`,
+`+qk_norm`, `+zero_init`, `+softcap15`, `+embedding_shortcut`, `+untied`: one of the field's switches each, the rest
+classic; `modern-exportable` and `modern`: the recipes; `modern -zero_init` and `modern +softcap15`: one switch taken
+out of or added to `modern`, which asks whether it pays inside the whole recipe. A row whose config field this
+GPTForgeConfig lacks is reported as skipped.
 
 Usage:
     python -m benchmarks.recipe --data corpus/prose/ --steps 500 --batch 16 --block-size 256
@@ -46,7 +48,14 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "+untied": ("classic", {}, {"tie_word_embeddings": False}),
     "modern-exportable": ("modern-exportable", {}, {}),
     "modern": ("modern", {}, {}),
+    # one switch of `modern` taken out or added: whether it pays inside the whole recipe, not only over classic
+    "modern -zero_init": ("modern", {}, {"zero_init": False}),
+    "modern +softcap15": ("modern", {}, {"final_logit_softcapping": 15.0}),
 }
+
+
+# pretrain options a run of the ablation may set for every row (None: each row's recipe decides)
+SHARED = ("learning_rate", "warmup_steps")
 
 
 def missing_fields(row: str) -> list[str]:
@@ -66,8 +75,12 @@ def run_row(
     """One `pretrain.main` run of `row`; its summary."""
     recipe, keywords, overrides = ROWS[row]
     sets = [f"{key}={json.dumps(value)}" for key, value in overrides.items()] + list(args.set or [])
-    out = work / f"{'stdlib' if corpus is None else 'data'}-{row.lstrip('+')}-seed{seed}"
-    return pretrain.main(
+    slug = row.lstrip("+").replace(" ", "_")
+    out = work / f"{'stdlib' if corpus is None else 'data'}-{slug}-seed{seed}"
+    done = out / "ablation_row.json"
+    if done.is_file():  # a finished run of an earlier invocation with the same --work
+        return json.loads(done.read_text(encoding="utf-8"))
+    summary = pretrain.main(
         out,
         data=corpus,
         sample_by=args.sample_by,
@@ -88,8 +101,10 @@ def run_row(
         logging_steps=max(1, args.steps // 10),
         cache_dir=str(work / "cache"),
         progress=False,
-        **keywords,
+        **{**{key: getattr(args, key) for key in SHARED if getattr(args, key) is not None}, **keywords},
     )
+    done.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
 
 
 def ablate(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -103,12 +118,12 @@ def ablate(args: argparse.Namespace) -> list[dict[str, Any]]:
     corpora: list[str | None] = ([] if args.skip_stdlib else [None]) + ([args.data] if args.data else [])
     if not corpora:
         raise SystemExit("error: --skip-stdlib leaves no corpus: pass --data")
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     work = Path(args.work or tempfile.mkdtemp(prefix="gptforge-recipe-"))
     results = []
     for corpus in corpora:
         name = "stdlib" if corpus is None else str(corpus)
-        tokenizer = None
+        tokenizer = args.tokenizer
         per_row: dict[str, list[dict[str, Any]]] = {}
         skipped: dict[str, str] = {}
         for row in rows:
@@ -191,11 +206,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
     parser.add_argument("--batch", type=int, default=16, help="blocks per step")
     parser.add_argument("--block-size", type=int, default=256, help="tokens per block")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate of every row (default: the recipe's)")
+    parser.add_argument(
+        "--warmup-steps", type=float, help="warmup of every row, a value < 1 a fraction (default: the recipe's)"
+    )
     parser.add_argument("--vocab-size", type=int, help="tokenizer vocabulary (default: the preset's)")
     parser.add_argument("--eval-blocks", type=int, default=256, help="validation blocks (the same for every row)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per row (0, 1, ...)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are --first-seed, --first-seed + 1, ...")
+    parser.add_argument(
+        "--tokenizer", help="tokenizer folder for every row (default: one trained on the first run's training split)"
+    )
     parser.add_argument("--rows", help=f"comma-separated subset of: {', '.join(ROWS)} (classic always runs)")
-    parser.add_argument("--work", help="folder for the runs (default: a new temporary folder)")
+    parser.add_argument(
+        "--work",
+        help="folder for the runs (default: a new temporary folder); a run finished there by an earlier invocation "
+        "is read back, not run again, so seeds can run in parallel processes (--first-seed) and be tabled together",
+    )
     parser.add_argument("--json", metavar="OUT", help="write the rows as JSON")
     return parser.parse_args(argv)
 
