@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..training.options import option, typed_main
+from ..training.recipes import DEFAULT_RECIPE, RECIPES
 from . import evaluate, finetune, generate, pretrain, train_tokenizer
 
 HELP = "the main job: tokenizer, pretrain tiny, generate, perplexity, classifier vs baseline (CPU, minutes)"
@@ -51,7 +52,10 @@ class DemoOptions:
     pretrain_steps: int = option(800, "optimizer steps of pretraining")
     block_size: int = option(256, "tokens per training block")
     batch_size: int = option(16, "blocks per step")
-    learning_rate: float = option(3e-3, "peak pretraining learning rate")
+    learning_rate: float = option(3e-3, "peak pretraining learning rate (every recipe)")
+    recipe: str = option(
+        DEFAULT_RECIPE, f"pretraining recipe ({', '.join(RECIPES)}): `--recipe classic` is the 2019 baseline"
+    )
     overrides: list[str] | None = option(None, "override the tiny config", flags=["--set"], metavar="FIELD=VALUE")
     max_new_tokens: int = option(48, "tokens generated per prompt")
     eval_documents: int | None = option(None, "validation files scored for perplexity (default: all)")
@@ -92,7 +96,7 @@ def main(options: DemoOptions) -> dict[str, Any]:
     )
     stage("tokenizer")
 
-    print("== 2/5 pretrain (tiny preset) ==")
+    print(f"== 2/5 pretrain (tiny preset, {options.recipe} recipe) ==")
     lm = pretrain.main(
         out / "pretrain",
         tokenizer=out / "tokenizer",
@@ -101,6 +105,7 @@ def main(options: DemoOptions) -> dict[str, Any]:
         max_files=options.max_files,
         block_size=options.block_size,
         batch_size=options.batch_size,
+        recipe=options.recipe,
         learning_rate=options.learning_rate,
         warmup_steps=0.1,
         max_steps=options.pretrain_steps,
@@ -164,6 +169,7 @@ def main(options: DemoOptions) -> dict[str, Any]:
     summary = {
         "tokenizer_vocab_size": tok["vocab_size"],
         "bytes_per_token": round(tok["bytes_per_token"], 3),
+        "recipe": options.recipe,
         "model_parameters": lm["num_parameters"],
         "pretrain_steps": lm["global_step"],
         "pretrain_tokens": lm["tokens_seen"],
@@ -183,7 +189,7 @@ def main(options: DemoOptions) -> dict[str, Any]:
         "\n== demo summary ==\n"
         f"tokenizer            {summary['tokenizer_vocab_size']} tokens, {summary['bytes_per_token']} bytes/token\n"
         f"language model       {summary['model_parameters'] / 1e6:.2f}M parameters, {summary['pretrain_steps']} steps, "
-        f"{summary['pretrain_tokens']:,} tokens\n"
+        f"{summary['pretrain_tokens']:,} tokens, recipe {options.recipe}\n"
         f"validation           perplexity {summary['validation_perplexity']:.2f} "
         f"({summary['validation_bits_per_byte']:.3f} bits/byte, {summary['perplexity_tokens']:,} tokens)\n"
         f"classifier           accuracy {summary['classifier_accuracy']:.3f}, macro-F1 {summary['classifier_macro_f1']:.3f} "

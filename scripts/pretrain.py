@@ -1,7 +1,9 @@
-"""Pretrain a gptforge causal LM with Transformers' `Trainer`: AdamW, warmup + cosine decay, checkpoints, resume.
+"""Pretrain a gptforge causal LM with Transformers' `Trainer`: a training recipe, checkpoints, resume.
 
-`--recipe NAME` trains with a whole recipe instead (training/recipes.py: model switches, optimizer, schedule,
-learning rates, on top of the preset); flags given explicitly win over it.
+The recipe (`--recipe`, training/recipes.py) is the model switches, optimizer, schedule and learning rates, on top
+of the preset; flags given explicitly win over it. The default, `modern`, trains Muon + AdamW with warmup-stable-decay
+and the switches the ablation kept, and its model has no native export; `--recipe modern-exportable` keeps the
+native and GGUF exports, `--recipe classic` is the 2019 recipe (AdamW, warmup + cosine decay, the preset unchanged).
 
 The model comes from a preset (`--preset tiny`), a config JSON (`--config cfg.json`, or a model folder), plus any
 `--set field=value` overrides; its vocabulary size and special-token ids always come from the tokenizer. Without

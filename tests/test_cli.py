@@ -33,7 +33,7 @@ from gptforge import GPTForgeForCausalLM, compile_blocks
 from gptforge.scripts import cli, convert, evaluate, finetune, generate, pretrain
 from gptforge.scripts.cli import SUBCOMMANDS
 from gptforge.scripts.streaming import TerminalStreamer
-from gptforge.training import metrics
+from gptforge.training import metrics, recipes
 from gptforge.training.checkpointing import find_latest_checkpoint
 from gptforge.training.errors import UsageError
 
@@ -221,10 +221,16 @@ def test_resume_continues_from_saved_step_with_optimizer_and_scheduler_state(
     saved_scheduler = torch.load(out / "checkpoint-2" / "scheduler.pt", weights_only=True)
     assert seen["scheduler"] == saved_scheduler and saved_scheduler["last_epoch"] == 2
     assert seen["optimizer"]["state"].keys() == saved_optimizer["state"].keys()
+    # every buffer of the default recipe's optimizer (Muon's momentum, AdamW's moments and step), exactly
+    assert {name for state in saved_optimizer["state"].values() for name in state} == {
+        "momentum_buffer", "exp_avg", "exp_avg_sq", "step"
+    }  # fmt: skip
     for key, state in saved_optimizer["state"].items():
-        assert int(seen["optimizer"]["state"][key]["step"]) == int(state["step"]) == 2
-        torch.testing.assert_close(seen["optimizer"]["state"][key]["exp_avg"], state["exp_avg"], rtol=0, atol=0)
-        torch.testing.assert_close(seen["optimizer"]["state"][key]["exp_avg_sq"], state["exp_avg_sq"], rtol=0, atol=0)
+        restored = seen["optimizer"]["state"][key]
+        assert restored.keys() == state.keys()
+        for name, value in state.items():
+            torch.testing.assert_close(restored[name], value, rtol=0, atol=0, msg=f"{key}.{name}")
+        assert "step" not in state or int(state["step"]) == 2
 
     # The interrupted + resumed run ends exactly where the uninterrupted one did.
     resumed, reference = (
@@ -604,6 +610,9 @@ def test_demo_smoke_on_a_slice_of_the_stdlib(workdir):
     for key in ("validation_perplexity", "classifier_accuracy", "majority_baseline"):
         assert 0 < summary[key] < float("inf"), key
     assert summary["classifier_classes"] >= 8
+    # the demo trains with the default recipe, and says so
+    assert summary["recipe"] == recipes.DEFAULT_RECIPE == "modern"
+    assert json.loads((out / "pretrain" / "recipe.json").read_text())["name"] == "modern"
     for artefact in ("tokenizer", "pretrain/final", "pretrain/loss.png", "pretrain/metrics.jsonl",
                      "classifier/final", "classifier/confusion.png", "generations.json", "summary.json"):  # fmt: skip
         assert (out / artefact).exists(), artefact

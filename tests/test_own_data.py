@@ -114,9 +114,16 @@ def test_pretrain_trains_its_own_tokenizer_on_one_file(work, text_file):
 def test_convert_and_export_output_push_as_written(work, text_file, tokenizer_dir):
     from gptforge.scripts import convert, export
 
+    # the default recipe's model has no native class; the message names the recipe that keeps the export
     model = work / "lm" / "final"
     if not model.is_dir():
         assert cli.main(pretrain_argv(work / "lm", text_file, work / "cache", "--tokenizer", str(tokenizer_dir))) == 0
+    with pytest.raises(UsageError, match=r"embedding_shortcut.*--recipe modern-exportable` \(or `classic`\) keeps"):
+        export.main(model, work / "refused")
+    assert not (work / "refused").exists()
+    argv = pretrain_argv(work / "lm-exportable", text_file, work / "cache", "--tokenizer", str(tokenizer_dir))
+    assert cli.main([*argv, "--recipe", "modern-exportable"]) == 0
+    model = work / "lm-exportable" / "final"
     native = work / "native"
     export.main(model, native)
     back = work / "back"

@@ -43,10 +43,10 @@ def parsed(*argv: str) -> pretrain.PretrainOptions:
 # --- the recipes and their resolution ------------------------------------------------------------------------------
 
 
-def test_classic_is_the_option_defaults_and_the_default_recipe():
+def test_classic_is_the_option_defaults_and_modern_the_default_recipe():
     defaults = pretrain.PretrainOptions(output_dir="o")
     classic = recipes.RECIPES["classic"]
-    assert recipes.DEFAULT_RECIPE == "classic"
+    assert recipes.DEFAULT_RECIPE == "modern"
     assert classic["model"] == {}
     assert {key: classic[key] for key in recipes.TRAINING_KEYS} == {
         key: getattr(defaults, key) for key in recipes.TRAINING_KEYS
@@ -58,18 +58,16 @@ def test_classic_is_the_option_defaults_and_the_default_recipe():
         "hidden_act": "relu2",
         "qk_norm": True,
         "zero_init": True,
-        "final_logit_softcapping": 15.0,
         "embedding_shortcut": True,
-        "tie_word_embeddings": False,
     }
     assert (modern["optim"], modern["lr_schedule"], modern["decay_fraction"], modern["min_lr_ratio"]) == (
         "muon",
         "warmup_stable_decay",
-        0.4,
+        0.2,
         0.0,
     )
     exportable = recipes.RECIPES["modern-exportable"]
-    assert exportable["model"] == {"zero_init": True, "tie_word_embeddings": False}
+    assert exportable["model"] == {"zero_init": True}
     assert {key: exportable[key] for key in recipes.TRAINING_KEYS} == {
         key: modern[key] for key in recipes.TRAINING_KEYS
     }
@@ -129,10 +127,11 @@ def test_explicit_flags_and_set_win_over_the_recipe(trial_recipe):
     assert overrides == {"hidden_size": 64, "tie_word_embeddings": False}
     assert record["model"] == {"hidden_size": 64, "tie_word_embeddings": False}
     assert record["explicit"] == ["learning_rate", "optim", "hidden_size"]
-    # without --recipe: the default recipe, i.e. the option values as they are
+    # without --recipe: the default recipe, under the flags given
     plain = parsed("--learning-rate", "1e-3")
     record = recipes.resolve(plain.recipe, plain, given_fields(plain))
-    assert record["name"] == "classic" and record["learning_rate"] == 1e-3 and record["model"] == {}
+    assert (record["name"], record["learning_rate"], record["optim"]) == ("modern", 1e-3, "muon")
+    assert record["model"] == recipes.RECIPES["modern"]["model"] and record["explicit"] == ["learning_rate"]
 
 
 def test_resume_keeps_the_recorded_recipe_and_refuses_another(trial_recipe):
@@ -170,13 +169,17 @@ def test_a_recipe_with_fields_the_config_lacks_is_a_usage_error_naming_them():
 
 def test_describe_recipe():
     assert describe_recipe(recipes.resolve(None, parsed(), set())) == (
+        "the `modern` recipe: optimizer muon; learning rate 0.0006; warmup 0.05; weight decay 0.1; schedule "
+        "warmup_stable_decay (linear cooldown to 0 of the peak over the last 20%); model hidden_act=relu2, "
+        "qk_norm=True, zero_init=True, embedding_shortcut=True"
+    )
+    assert describe_recipe(recipes.resolve("classic", parsed(), set())) == (
         "the `classic` recipe: optimizer adamw; learning rate 0.0006; warmup 0.05; weight decay 0.1; schedule cosine "
         "(to 0.1 of the peak); the preset's model"
     )
     assert describe_recipe(recipes.resolve("modern-exportable", parsed(), set())) == (
         "the `modern-exportable` recipe: optimizer muon; learning rate 0.0006; warmup 0.05; weight decay 0.1; "
-        "schedule warmup_stable_decay (linear cooldown to 0 of the peak over the last 40%); model zero_init=True, "
-        "tie_word_embeddings=False"
+        "schedule warmup_stable_decay (linear cooldown to 0 of the peak over the last 20%); model zero_init=True"
     )
 
 
@@ -249,12 +252,12 @@ def tokenizer_dir(workdir, corpus) -> Path:
     return out
 
 
-def run(out: Path, corpus: Path, tokenizer_dir: Path, **settings) -> dict:
+def run(out: Path, corpus: Path, tokenizer_dir: Path, extra_sets: tuple[str, ...] = (), **settings) -> dict:
     return pretrain.main(
         out,
         data=str(corpus),
         tokenizer=str(tokenizer_dir),
-        overrides=[f"{key}={value}" for key, value in TINY.items()],
+        overrides=[f"{key}={value}" for key, value in TINY.items()] + list(extra_sets),
         block_size=32,
         batch_size=4,
         eval_steps=3,
@@ -266,25 +269,43 @@ def run(out: Path, corpus: Path, tokenizer_dir: Path, **settings) -> dict:
     )
 
 
-def test_classic_is_bit_identical_to_no_recipe(workdir, corpus, tokenizer_dir):
-    plain = run(workdir / "plain", corpus, tokenizer_dir)
+def test_classic_is_bit_identical_to_the_default_recipe_with_every_value_set_back(workdir, corpus, tokenizer_dir):
+    # `--recipe classic` is the flags' own defaults and the preset's model: the default recipe with each of its
+    # training values and model switches given back explicitly trains the very same weights
     classic = run(workdir / "classic", corpus, tokenizer_dir, recipe="classic")
+    defaults = pretrain.PretrainOptions(output_dir="o")
+    config = GPTForgeConfig.from_preset("tiny")
+    set_back = run(
+        workdir / "set-back",
+        corpus,
+        tokenizer_dir,
+        **{key: getattr(defaults, key) for key in recipes.TRAINING_KEYS},
+        extra_sets=[f"{key}={json.dumps(getattr(config, key))}" for key in recipes.RECIPES["modern"]["model"]],
+    )
+    assert set_back["recipe"]["name"] == "modern"
     for key in ("train_loss", "eval_loss", "eval_bits_per_byte", "global_step"):
-        assert plain[key] == classic[key], key
-    a, b = (load_file(Path(s["final_dir"]) / "model.safetensors") for s in (plain, classic))
+        assert set_back[key] == classic[key], key
+    a, b = (load_file(Path(s["final_dir"]) / "model.safetensors") for s in (set_back, classic))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert plain["recipe"] == classic["recipe"]
-    args = json.loads((Path(plain["final_dir"]) / "training_args.json").read_text())
+    args = json.loads((Path(classic["final_dir"]) / "training_args.json").read_text())
     assert (args["lr_scheduler_type"], args["lr_scheduler_kwargs"]) == (
         "cosine_with_min_lr",
         {"min_lr_rate": 0.1},
     )
-    assert plain["recipe"]["name"] == "classic" and plain["recipe"]["explicit"] == []
+    assert classic["recipe"]["name"] == "classic" and classic["recipe"]["explicit"] == []
 
 
 def test_summary_card_and_metrics_record_the_recipe_and_bits_per_byte(workdir, corpus, tokenizer_dir):
     out = workdir / "wsd"
-    summary = run(out, corpus, tokenizer_dir, lr_schedule="warmup_stable_decay", optim="muon", max_eval_blocks=None)
+    summary = run(
+        out,
+        corpus,
+        tokenizer_dir,
+        recipe="classic",
+        lr_schedule="warmup_stable_decay",
+        optim="muon",
+        max_eval_blocks=None,
+    )
     final = Path(summary["final_dir"])
     published = json.loads((final / "training_summary.json").read_text())
     record = published["recipe"]

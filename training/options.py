@@ -282,7 +282,8 @@ class TrainerOptions:
 @dataclasses.dataclass(kw_only=True)
 class ScheduleOptions:
     """Pretraining's optimizer and learning-rate schedule: with the Trainer knobs, what a recipe sets besides the
-    model (training/recipes.py). The defaults are the `classic` recipe's."""
+    model (training/recipes.py). The defaults are the `classic` recipe's; a pretrain run takes its recipe's value
+    for each of these it is not given."""
 
     optim: Literal["adamw", "muon"] = option(
         "adamw",
