@@ -220,7 +220,9 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     def _adamw_step(self, group: dict[str, Any]) -> None:
         # `torch.optim.Adam._init_group` and `step` without the options this optimizer does not offer (amsgrad,
-        # maximize, capturable, fused), so the state and the arithmetic are AdamW's own
+        # maximize, capturable), so the state and the arithmetic are AdamW's own. On CPU, torch's fused kernel (one
+        # vectorised pass per tensor; what Trainer's default `adamw_torch_fused` runs): torch's default there is the
+        # single-tensor loop of about ten ops per tensor
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
         for p in group["params"]:
             if p.grad is None:
@@ -257,6 +259,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
             weight_decay=group["weight_decay"],
             eps=group["eps"],
             maximize=False,
+            fused=all(p.device.type == "cpu" for p in params) or None,
         )
 
 
