@@ -11,8 +11,8 @@ it means something only when the runs had the machine to themselves (one process
 
 Rows: `classic`; `+muon`, `+wsd` (warmup-stable-decay, linear cooldown to 0 over the last 20%), `+relu2`,
 `+qk_norm`, `+zero_init`, `+softcap15`, `+embedding_shortcut`, `+untied`: one of the field's switches each, the rest
-classic; `modern-exportable` and `modern`: the recipes; `modern -zero_init` and `modern +softcap15`: one switch taken
-out of or added to `modern`, which asks whether it pays inside the whole recipe. A row whose config field this
+classic; `modern-exportable` and `modern`: the recipes; `modern -zero_init`, `modern -relu2` and `modern +softcap15`:
+one switch taken out of or added to `modern`, which asks whether it pays inside the whole recipe. A row whose config field this
 GPTForgeConfig lacks is reported as skipped.
 
 Usage:
@@ -50,6 +50,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "modern": ("modern", {}, {}),
     # one switch of `modern` taken out or added: whether it pays inside the whole recipe, not only over classic
     "modern -zero_init": ("modern", {}, {"zero_init": False}),
+    "modern -relu2": ("modern", {}, {"hidden_act": "silu"}),
     "modern +softcap15": ("modern", {}, {"final_logit_softcapping": 15.0}),
 }
 
