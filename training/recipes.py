@@ -16,8 +16,8 @@ Recipes, and the exports each keeps (`gptforge export` to native Transformers cl
   last 20% of the steps, squared-ReLU MLP (`hidden_act="relu2"`), RMS-normed queries and keys (`qk_norm`),
   zero-initialised output projections and untied head (`zero_init`), and the token embedding added back into each
   block's input (`embedding_shortcut`). The ablation (benchmarks/README.md, "Recipe ablation") kept each of them:
-  Muon, the schedule, relu2, qk_norm and the shortcut each paid on their own over `classic`, beyond the seed noise;
-  zero_init hurt on its own under AdamW but paid inside the recipe. Left out, as switches that did not pay: logit
+  Muon, the schedule, qk_norm and the shortcut each paid on their own over `classic`, beyond the seed noise; relu2
+  on average, not on every seed; zero_init hurt on its own under AdamW but paid inside the recipe. Left out, as switches that did not pay: logit
   soft-capping (`--set final_logit_softcapping=15`; within the noise, and a tanh over every logit costs about 9% of
   a `tiny` step on CPU) and untying a tied head (`--set tie_word_embeddings=false`; the Llama-style presets are
   untied already). Keeps no native or GGUF export: the embedding shortcut has no Llama or Qwen3 counterpart.
