@@ -55,7 +55,6 @@ def test_classic_is_the_option_defaults_and_modern_the_default_recipe():
         assert set(recipe) == {"model", *recipes.TRAINING_KEYS}, name
     modern = recipes.RECIPES["modern"]
     assert modern["model"] == {
-        "hidden_act": "relu2",
         "qk_norm": True,
         "zero_init": True,
         "embedding_shortcut": True,
@@ -170,8 +169,8 @@ def test_a_recipe_with_fields_the_config_lacks_is_a_usage_error_naming_them():
 def test_describe_recipe():
     assert describe_recipe(recipes.resolve(None, parsed(), set())) == (
         "the `modern` recipe: optimizer muon; learning rate 0.0006; warmup 0.05; weight decay 0.1; schedule "
-        "warmup_stable_decay (linear cooldown to 0 of the peak over the last 20%); model hidden_act=relu2, "
-        "qk_norm=True, zero_init=True, embedding_shortcut=True"
+        "warmup_stable_decay (linear cooldown to 0 of the peak over the last 20%); model qk_norm=True, "
+        "zero_init=True, embedding_shortcut=True"
     )
     assert describe_recipe(recipes.resolve("classic", parsed(), set())) == (
         "the `classic` recipe: optimizer adamw; learning rate 0.0006; warmup 0.05; weight decay 0.1; schedule cosine "
