@@ -79,8 +79,13 @@ def run_row(
     slug = row.lstrip("+").replace(" ", "_")
     out = work / f"{'stdlib' if corpus is None else 'data'}-{slug}-seed{seed}"
     done = out / "ablation_row.json"
+    # what the run depends on besides its row, corpus and seed: a finished run is read back only when these match
+    settings = {key: value for key, value in vars(args).items() if key not in ("rows", "seeds", "first_seed", "json")}
     if done.is_file():  # a finished run of an earlier invocation with the same --work
-        return json.loads(done.read_text(encoding="utf-8"))
+        record = json.loads(done.read_text(encoding="utf-8"))
+        if record.get("settings") == settings:
+            return record["summary"]
+    stale = done.is_file()  # finished with other settings: trained again, over it
     summary = pretrain.main(
         out,
         data=corpus,
@@ -102,9 +107,10 @@ def run_row(
         logging_steps=max(1, args.steps // 10),
         cache_dir=str(work / "cache"),
         progress=False,
+        overwrite=stale,
         **{**{key: getattr(args, key) for key in SHARED if getattr(args, key) is not None}, **keywords},
     )
-    done.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    done.write_text(json.dumps({"settings": settings, "summary": summary}, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
@@ -222,7 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--work",
         help="folder for the runs (default: a new temporary folder); a run finished there by an earlier invocation "
-        "is read back, not run again, so seeds can run in parallel processes (--first-seed) and be tabled together",
+        "is read back, not run again, when its settings match, so seeds can run in parallel processes (--first-seed) and be tabled together",
     )
     parser.add_argument("--json", metavar="OUT", help="write the rows as JSON")
     return parser.parse_args(argv)
