@@ -11,8 +11,9 @@ it means something only when the runs had the machine to themselves (one process
 
 Rows: `classic`; `+muon`, `+wsd` (warmup-stable-decay, linear cooldown to 0 over the last 20%), `+relu2`,
 `+qk_norm`, `+zero_init`, `+softcap15`, `+embedding_shortcut`, `+untied`: one of the field's switches each, the rest
-classic; `modern-exportable` and `modern`: the recipes; `modern -zero_init`, `modern -relu2` and `modern +softcap15`:
-one switch taken out of or added to `modern`, which asks whether it pays inside the whole recipe. A row whose config field this
+classic; `modern-exportable` and `modern`: the recipes; `modern -zero_init`, `modern -adamw3x` (the AdamW half at
+Muon's learning rate and beta1), `modern +relu2` and `modern +softcap15`: one part taken out of or added to
+`modern`, which asks whether it pays inside the whole recipe. A row whose config field this
 GPTForgeConfig lacks is reported as skipped.
 
 Usage:
@@ -50,7 +51,8 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "modern": ("modern", {}, {}),
     # one switch of `modern` taken out or added: whether it pays inside the whole recipe, not only over classic
     "modern -zero_init": ("modern", {}, {"zero_init": False}),
-    "modern -relu2": ("modern", {}, {"hidden_act": "silu"}),
+    "modern -adamw3x": ("modern", {"adamw_lr_ratio": 1.0, "embedding_beta1": 0.9}, {}),
+    "modern +relu2": ("modern", {}, {"hidden_act": "relu2"}),
     "modern +softcap15": ("modern", {}, {"final_logit_softcapping": 15.0}),
 }
 
@@ -79,8 +81,10 @@ def run_row(
     slug = row.lstrip("+").replace(" ", "_")
     out = work / f"{'stdlib' if corpus is None else 'data'}-{slug}-seed{seed}"
     done = out / "ablation_row.json"
-    # what the run depends on besides its row, corpus and seed: a finished run is read back only when these match
+    # what the run depends on besides its corpus and seed, the row's and its recipe's definitions included (a recipe
+    # can change between invocations): a finished run is read back only when these match
     settings = {key: value for key, value in vars(args).items() if key not in ("rows", "seeds", "first_seed", "json")}
+    settings["row"] = json.loads(json.dumps({"recipe": RECIPES[recipe], "keywords": keywords, "overrides": overrides}))
     if done.is_file():  # a finished run of an earlier invocation with the same --work
         record = json.loads(done.read_text(encoding="utf-8"))
         if record.get("settings") == settings:

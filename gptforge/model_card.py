@@ -87,8 +87,12 @@ def describe_recipe(record: Mapping[str, Any]) -> str:
         schedule = f"warmup_stable_decay (linear cooldown to {floor} over the last {record['decay_fraction']:.0%})"
     else:
         schedule = f"{record['lr_schedule']} (to {floor})"
+    optimizer = f"optimizer {record['optim']}"
+    ratio, beta1 = record.get("adamw_lr_ratio", 1.0), record.get("embedding_beta1", 0.9)  # absent in older records
+    if record["optim"] == "muon" and (ratio, beta1) != (1.0, 0.9):
+        optimizer += f" (AdamW half at {ratio:g}x the learning rate, embedding and head beta1 {beta1:g})"
     parts = [
-        f"optimizer {record['optim']}",
+        optimizer,
         f"learning rate {record['learning_rate']:g}",
         f"warmup {record['warmup_steps']:g}",
         f"weight decay {record['weight_decay']:g}",

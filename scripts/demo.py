@@ -53,6 +53,7 @@ class DemoOptions:
     block_size: int = option(256, "tokens per training block")
     batch_size: int = option(16, "blocks per step")
     learning_rate: float = option(3e-3, "peak pretraining learning rate (every recipe)")
+    warmup_steps: float | None = option(None, "pretraining warmup, a value < 1 a fraction (default: the recipe's)")
     recipe: str = option(
         DEFAULT_RECIPE, f"pretraining recipe ({', '.join(RECIPES)}): `--recipe classic` is the 2019 baseline"
     )
@@ -107,7 +108,7 @@ def main(options: DemoOptions) -> dict[str, Any]:
         batch_size=options.batch_size,
         recipe=options.recipe,
         learning_rate=options.learning_rate,
-        warmup_steps=0.1,
+        **({} if options.warmup_steps is None else {"warmup_steps": options.warmup_steps}),
         max_steps=options.pretrain_steps,
         eval_steps=max(1, options.pretrain_steps // 4),
         max_eval_blocks=64,

@@ -120,13 +120,23 @@ def main(options: PretrainOptions) -> dict[str, Any]:
     if options.streaming and options.max_steps is None:
         raise UsageError("--streaming needs --max-steps: a stream has no length to count epochs by")
     # the recipe, then the flags given explicitly over it; a resumed run keeps the values it started with
-    recipe = recipes.resolve(
-        options.recipe, options, given_fields(options), resume.recorded_recipe(out) if options.resume else None
-    )
+    given = given_fields(options)
+    recipe = recipes.resolve(options.recipe, options, given, resume.recorded_recipe(out) if options.resume else None)
     resume_from = resume.prepare_run_folder(out, resume=options.resume, overwrite=options.overwrite)
     options = dataclasses.replace(options, **{key: recipe[key] for key in recipes.TRAINING_KEYS})
     if not 0 < options.decay_fraction <= 1:
         raise UsageError(f"--decay-fraction must be in (0, 1], got {options.decay_fraction}")
+    if not 0 <= options.embedding_beta1 < 1:
+        raise UsageError(f"--embedding-beta1 must be in [0, 1), got {options.embedding_beta1}")
+    if options.adamw_lr_ratio <= 0:
+        raise UsageError(f"--adamw-lr-ratio must be > 0, got {options.adamw_lr_ratio}")
+    for key in ("adamw_lr_ratio", "embedding_beta1"):
+        # given with AdamW at a value other than its default, it would do nothing the user asked for
+        if options.optim != "muon" and key in given and getattr(options, key) != recipes.RECIPES["classic"][key]:
+            raise UsageError(
+                f"--{key.replace('_', '-')} sets the AdamW half of --optim muon; with --optim adamw every parameter "
+                "trains with --learning-rate and Adam betas (0.9, 0.95)"
+            )
     if options.tokenizer is not None:
         require_tokenizer_folder(options.tokenizer)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -225,7 +235,17 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         eval_dataset=eval_blocks,
         data_collator=encoding.causal_lm_collator,
         processing_class=tok,
-        optimizer_cls_and_kwargs=muon_for_trainer(args) if options.optim == "muon" else None,
+        optimizer_cls_and_kwargs=(
+            # the schedule scales each group's own peak, so the AdamW half keeps its ratio to Muon's all along
+            muon_for_trainer(
+                args,
+                lr=args.learning_rate * options.adamw_lr_ratio,
+                muon_lr=args.learning_rate,
+                embedding_betas=(options.embedding_beta1, args.adam_beta2),
+            )
+            if options.optim == "muon"
+            else None
+        ),
         callbacks=[
             MetricsCallback(metrics_path, tokens_per_example=options.block_size, bytes_per_token=bytes_per_token),
             CompleteCheckpointCallback(keep=options.save_total_limit),

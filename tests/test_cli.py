@@ -612,7 +612,10 @@ def test_demo_smoke_on_a_slice_of_the_stdlib(workdir):
     assert summary["classifier_classes"] >= 8
     # the demo trains with the default recipe, and says so
     assert summary["recipe"] == recipes.DEFAULT_RECIPE == "modern"
-    assert json.loads((out / "pretrain" / "recipe.json").read_text())["name"] == "modern"
+    recorded = json.loads((out / "pretrain" / "recipe.json").read_text())
+    assert recorded["name"] == "modern"
+    # the demo sets the learning rate for every recipe, and leaves the warmup to the recipe
+    assert recorded["explicit"] == ["learning_rate"] and recorded["warmup_steps"] == 0.02
     for artefact in ("tokenizer", "pretrain/final", "pretrain/loss.png", "pretrain/metrics.jsonl",
                      "classifier/final", "classifier/confusion.png", "generations.json", "summary.json"):  # fmt: skip
         assert (out / artefact).exists(), artefact

@@ -59,12 +59,16 @@ def test_classic_is_the_option_defaults_and_modern_the_default_recipe():
         "zero_init": True,
         "embedding_shortcut": True,
     }
-    assert (modern["optim"], modern["lr_schedule"], modern["decay_fraction"], modern["min_lr_ratio"]) == (
-        "muon",
-        "warmup_stable_decay",
-        0.2,
-        0.0,
-    )
+    assert {key: modern[key] for key in recipes.TRAINING_KEYS} == {
+        **{key: classic[key] for key in recipes.TRAINING_KEYS},
+        "optim": "muon",
+        "adamw_lr_ratio": 3.0,
+        "embedding_beta1": 0.8,
+        "warmup_steps": 0.02,
+        "lr_schedule": "warmup_stable_decay",
+        "decay_fraction": 0.2,
+        "min_lr_ratio": 0.0,
+    }
     exportable = recipes.RECIPES["modern-exportable"]
     assert exportable["model"] == {"zero_init": True}
     assert {key: exportable[key] for key in recipes.TRAINING_KEYS} == {
@@ -107,6 +111,8 @@ def trial_recipe(monkeypatch) -> dict:
         "weight_decay": 0.0,
         "min_lr_ratio": 0.0,
         "decay_fraction": 0.3,
+        "embedding_beta1": 0.85,
+        "adamw_lr_ratio": 2.0,
     }
     monkeypatch.setitem(recipes.RECIPES, "trial", recipe)
     return recipe
@@ -144,6 +150,21 @@ def test_resume_keeps_the_recorded_recipe_and_refuses_another(trial_recipe):
         "--resume continues a run trained with the 'trial' recipe, not 'classic'; drop --recipe to resume, or pass "
         "--overwrite without --resume to start over"
     )
+    # a run recorded before a training value existed resumes with that option's default, which it trained with
+    older = {key: value for key, value in recorded.items() if key not in ("adamw_lr_ratio", "embedding_beta1")}
+    again = recipes.resolve(None, parsed(), {"output_dir"}, older)
+    assert (again["adamw_lr_ratio"], again["embedding_beta1"], again["decay_fraction"]) == (1.0, 0.9, 0.3)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--adamw-lr-ratio", "2"), ("--embedding-beta1", "0.8")])
+def test_the_adamw_half_options_need_muon(tmp_path, capsys, flag, value):
+    argv = ["pretrain", "--out", str(tmp_path / "run"), "--optim", "adamw", flag, value]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: {flag} sets the AdamW half of --optim muon; with --optim adamw every parameter trains with "
+        "--learning-rate and Adam betas (0.9, 0.95)\n"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_unknown_recipe_is_a_one_line_usage_error(tmp_path, capsys):
@@ -168,17 +189,18 @@ def test_a_recipe_with_fields_the_config_lacks_is_a_usage_error_naming_them():
 
 def test_describe_recipe():
     assert describe_recipe(recipes.resolve(None, parsed(), set())) == (
-        "the `modern` recipe: optimizer muon; learning rate 0.0006; warmup 0.05; weight decay 0.1; schedule "
-        "warmup_stable_decay (linear cooldown to 0 of the peak over the last 20%); model qk_norm=True, "
-        "zero_init=True, embedding_shortcut=True"
+        "the `modern` recipe: optimizer muon (AdamW half at 3x the learning rate, embedding and head beta1 0.8); "
+        "learning rate 0.0006; warmup 0.02; weight decay 0.1; schedule warmup_stable_decay (linear cooldown to 0 of "
+        "the peak over the last 20%); model qk_norm=True, zero_init=True, embedding_shortcut=True"
     )
     assert describe_recipe(recipes.resolve("classic", parsed(), set())) == (
         "the `classic` recipe: optimizer adamw; learning rate 0.0006; warmup 0.05; weight decay 0.1; schedule cosine "
         "(to 0.1 of the peak); the preset's model"
     )
     assert describe_recipe(recipes.resolve("modern-exportable", parsed(), set())) == (
-        "the `modern-exportable` recipe: optimizer muon; learning rate 0.0006; warmup 0.05; weight decay 0.1; "
-        "schedule warmup_stable_decay (linear cooldown to 0 of the peak over the last 20%); model zero_init=True"
+        "the `modern-exportable` recipe: optimizer muon (AdamW half at 3x the learning rate, embedding and head "
+        "beta1 0.8); learning rate 0.0006; warmup 0.02; weight decay 0.1; schedule warmup_stable_decay (linear "
+        "cooldown to 0 of the peak over the last 20%); model zero_init=True"
     )
 
 
@@ -266,6 +288,23 @@ def run(out: Path, corpus: Path, tokenizer_dir: Path, extra_sets: tuple[str, ...
         progress=False,
         **{"max_steps": 3, "max_eval_blocks": 4, **settings},
     )
+
+
+def test_the_default_recipe_trains_the_adamw_half_at_its_own_rate_and_betas(workdir, corpus, tokenizer_dir):
+    summary = run(workdir / "default", corpus, tokenizer_dir, learning_rate=1e-3, max_steps=10)
+    saved = torch.load(Path(summary["output_dir"]) / "checkpoint-6" / "optimizer.pt", weights_only=True)
+    groups = [(g["use_muon"], g["initial_lr"], g["betas"]) for g in saved["param_groups"]]
+    assert groups == [
+        (True, 1e-3, (0.9, 0.95)),  # Muon: its `betas` are unused, the group carries the optimizer's defaults
+        (False, 3e-3, (0.8, 0.95)),  # the embeddings and the head
+        (False, 3e-3, (0.9, 0.95)),  # norms
+    ]
+    # step 6 of 10 is in the stable phase, before the cooldown over the last 2 steps: every group at its peak
+    assert [g["lr"] for g in saved["param_groups"]] == pytest.approx([1e-3, 3e-3, 3e-3])
+    # in the cooldown, one schedule scales every group: the ratio holds
+    cooling = torch.load(Path(summary["output_dir"]) / "checkpoint-9" / "optimizer.pt", weights_only=True)
+    muon_lr, *adamw_lrs = (g["lr"] for g in cooling["param_groups"])
+    assert 0 < muon_lr < 1e-3 and adamw_lrs == pytest.approx([3 * muon_lr, 3 * muon_lr])
 
 
 def test_classic_is_bit_identical_to_the_default_recipe_with_every_value_set_back(workdir, corpus, tokenizer_dir):

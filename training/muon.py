@@ -280,12 +280,16 @@ def muon_param_groups(
     weight_decay: float = 0.0,
     *,
     muon_lr: float | None = None,
+    embedding_betas: tuple[float, float] | None = None,
     hidden_matrices: Iterable[str] = HIDDEN_MATRICES,
 ) -> list[dict[str, Any]]:
     """The trainable parameters of `model` as `MuonWithAdamW` groups: Muon, AdamW with decay, AdamW without.
 
     `muon_lr` (default `lr`) is the Muon groups' learning rate; with the default `adjust_lr_fn="match_rms_adamw"`
-    the shared one is the intended setting. A head tied to the input embedding is one parameter, the embedding's,
+    the shared one is the intended setting, and a higher `lr` trains the embeddings and head faster (the `modern`
+    recipe's is 3x `muon_lr`). `embedding_betas` (default: the optimizer's `betas`) are the Adam betas of the 2D
+    AdamW tensors, the embeddings and the head (modded-nanogpt's Adam runs (0.8, 0.95); the recipe ablation in
+    benchmarks/README.md measures it here). A head tied to the input embedding is one parameter, the embedding's,
     and trains with AdamW. `ValueError` when the model has no trainable hidden matrix: Muon would train nothing.
     """
     hidden_matrices = tuple(hidden_matrices)
@@ -309,7 +313,8 @@ def muon_param_groups(
         {"params": muon, "use_muon": True, "lr": lr if muon_lr is None else muon_lr, "weight_decay": weight_decay}
     ]
     if decay:
-        groups.append({"params": decay, "use_muon": False, "lr": lr, "weight_decay": weight_decay})
+        betas = {} if embedding_betas is None else {"betas": tuple(embedding_betas)}
+        groups.append({"params": decay, "use_muon": False, "lr": lr, "weight_decay": weight_decay, **betas})
     if no_decay:
         groups.append({"params": no_decay, "use_muon": False, "lr": lr, "weight_decay": 0.0})
     return groups
@@ -320,8 +325,8 @@ class MuonFactory:
     `Optimizer` subclass as a factory, instantiates it without arguments and calls it with the model and `kwargs`
     (`Trainer.create_optimizer`), so the groups are split by parameter name, which Trainer's own groups lack.
 
-    `kwargs`: `lr` (required), then `muon_param_groups`' `weight_decay`, `muon_lr`, `hidden_matrices`, and any
-    `MuonWithAdamW` keyword (`betas`, `eps`, `momentum`, `adjust_lr_fn`, ...).
+    `kwargs`: `lr` (required), then `muon_param_groups`' `weight_decay`, `muon_lr`, `embedding_betas`,
+    `hidden_matrices`, and any `MuonWithAdamW` keyword (`betas`, `eps`, `momentum`, `adjust_lr_fn`, ...).
     """
 
     def __call__(
@@ -331,10 +336,18 @@ class MuonFactory:
         lr: float,
         weight_decay: float = 0.0,
         muon_lr: float | None = None,
+        embedding_betas: tuple[float, float] | None = None,
         hidden_matrices: Iterable[str] = HIDDEN_MATRICES,
         **optimizer_kwargs: Any,
     ) -> MuonWithAdamW:
-        groups = muon_param_groups(model, lr, weight_decay, muon_lr=muon_lr, hidden_matrices=hidden_matrices)
+        groups = muon_param_groups(
+            model,
+            lr,
+            weight_decay,
+            muon_lr=muon_lr,
+            embedding_betas=embedding_betas,
+            hidden_matrices=hidden_matrices,
+        )
         return MuonWithAdamW(groups, lr=lr, weight_decay=weight_decay, **optimizer_kwargs)
 
 

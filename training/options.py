@@ -295,3 +295,9 @@ class ScheduleOptions:
     )
     min_lr_ratio: float = option(0.1, "the schedule decays to this fraction of the peak")
     decay_fraction: float = option(0.4, "warmup_stable_decay: the share of the steps the cooldown takes")
+    embedding_beta1: float = option(
+        0.9, "--optim muon: Adam's beta1 for the embeddings and the head (norms and scalars keep 0.9)"
+    )
+    adamw_lr_ratio: float = option(
+        1.0, "--optim muon: the AdamW half's (embeddings, head, norms) learning rate as a multiple of --learning-rate"
+    )

@@ -8,21 +8,25 @@ dict in the LitGPT manner, so a recipe reads as what it changes:
 - `optim` ("adamw" or "muon", training/muon.py), `lr_schedule` (a Transformers `lr_scheduler_type`: "cosine",
   with `min_lr_ratio` as its floor, or "warmup_stable_decay", whose linear cooldown takes the last `decay_fraction`
   of the steps down to `min_lr_ratio`), `learning_rate`, `warmup_steps` (a value < 1 is a fraction),
-  `weight_decay`: the pretrain options of the same names.
+  `weight_decay`, and under Muon `adamw_lr_ratio` (the AdamW half's learning rate as a multiple of
+  `learning_rate`) and `embedding_beta1` (Adam's beta1 for the embeddings and head): the pretrain options of the
+  same names.
 
 Recipes, and the exports each keeps (`gptforge export` to native Transformers classes, and GGUF):
 
-- `modern`, the default: Muon for the hidden matrices, warmup-stable-decay with a linear cooldown to 0 over the
-  last 20% of the steps, RMS-normed queries and keys (`qk_norm`), zero-initialised output projections and untied
-  head (`zero_init`), and the token embedding added back into each block's input (`embedding_shortcut`). The
-  ablation (benchmarks/README.md, "Recipe ablation") kept each of them: Muon, the schedule, qk_norm and the shortcut
-  each paid on their own over `classic`, beyond the seed noise; zero_init hurt on its own under AdamW but paid
-  inside the recipe. Left out, as switches that did not pay: squared ReLU (`--set hidden_act=relu2`; it helped over
+- `modern`, the default: Muon for the hidden matrices and AdamW for the embeddings, head and norms (at 3x the
+  learning rate, and beta1 0.8 for the embeddings and head), a 2% warmup, then warmup-stable-decay with a linear
+  cooldown to 0 over the last 20% of the steps, RMS-normed queries and keys (`qk_norm`), zero-initialised output
+  projections and untied head (`zero_init`), and the token embedding added back into each block's input
+  (`embedding_shortcut`). The ablation (benchmarks/README.md, "Recipe ablation") kept each of them: Muon, the
+  schedule, qk_norm and the shortcut each paid on their own over `classic`, beyond the seed noise; the AdamW half's
+  learning rate and beta1 and the short warmup paid inside the recipe; zero_init hurt on its own under AdamW but
+  paid inside the recipe. Left out, as switches that did not pay: squared ReLU (`--set hidden_act=relu2`; it helped over
   classic on average, but the recipe trained better without it, on both seeds), logit soft-capping (`--set
   final_logit_softcapping=15`; within the noise, and a tanh over every logit costs about 9% of a `tiny` step on
   CPU) and untying a tied head (`--set tie_word_embeddings=false`; the Llama-style presets are untied already).
   Keeps no native or GGUF export: the embedding shortcut has no Llama or Qwen3 counterpart.
-- `modern-exportable`: the part of `modern` that keeps the native and GGUF exports: Muon, warmup-stable-decay and
+- `modern-exportable`: the part of `modern` that keeps the native and GGUF exports: its optimizer and schedule, and
   zero_init (an initialisation only: the trained weights are plain ones). Left out: `qk_norm` (it exports only
   through Qwen3's native class, and no GGUF architecture gptforge writes has it) and the embedding shortcut.
 - `classic`: the 2019 recipe, the option defaults exactly: AdamW, linear warmup then cosine decay to 10% of the
@@ -49,6 +53,8 @@ TRAINING_KEYS = (
     "weight_decay",
     "min_lr_ratio",
     "decay_fraction",
+    "embedding_beta1",
+    "adamw_lr_ratio",
 )
 
 
@@ -63,6 +69,20 @@ def _option_default(name: str) -> Any:
 # `classic` is the option defaults, read from the options themselves: a run with `--recipe classic` is a run without it
 _CLASSIC: dict[str, Any] = {"model": {}, **{key: _option_default(key) for key in TRAINING_KEYS}}
 
+# What both Muon recipes train with besides the model (benchmarks/README.md, "Recipe ablation" and "Speed to a
+# target"): the AdamW half (embeddings, head, norms) at 3x the Muon half's learning rate, a shorter first-moment
+# memory for the embeddings and head (modded-nanogpt's beta1 0.8), and a 2% warmup; each trained better than
+# without it, inside the recipe.
+_MUON_WSD: dict[str, Any] = {
+    "optim": "muon",
+    "adamw_lr_ratio": 3.0,
+    "embedding_beta1": 0.8,
+    "warmup_steps": 0.02,
+    "lr_schedule": "warmup_stable_decay",
+    "decay_fraction": 0.2,
+    "min_lr_ratio": 0.0,
+}
+
 RECIPES: dict[str, dict[str, Any]] = {
     "classic": _CLASSIC,
     "modern": {
@@ -72,18 +92,12 @@ RECIPES: dict[str, dict[str, Any]] = {
             "zero_init": True,
             "embedding_shortcut": True,
         },
-        "optim": "muon",
-        "lr_schedule": "warmup_stable_decay",
-        "decay_fraction": 0.2,
-        "min_lr_ratio": 0.0,
+        **_MUON_WSD,
     },
     "modern-exportable": {
         **_CLASSIC,
         "model": {"zero_init": True},
-        "optim": "muon",
-        "lr_schedule": "warmup_stable_decay",
-        "decay_fraction": 0.2,
-        "min_lr_ratio": 0.0,
+        **_MUON_WSD,
     },
 }
 
@@ -120,6 +134,8 @@ def resolve(
     else:
         name = name if name is not None else DEFAULT_RECIPE
         recipe = get_recipe(name)
+    # a run recorded before a training value existed trained with that option's default
+    recipe = {key: _option_default(key) for key in TRAINING_KEYS} | dict(recipe)
     values = {key: getattr(options, key) if key in given else recipe[key] for key in TRAINING_KEYS}
     explicit = sorted(key for key in TRAINING_KEYS if key in given and getattr(options, key) != recipe[key])
     return {"name": name, **values, "model": dict(recipe.get("model", {})), "explicit": explicit}
