@@ -11,8 +11,8 @@ it means something only when the runs had the machine to themselves (one process
 
 Rows: `classic`; `+muon`, `+wsd` (warmup-stable-decay, linear cooldown to 0 over the last 20%), `+relu2`,
 `+qk_norm`, `+zero_init`, `+softcap15`, `+embedding_shortcut`, `+untied`: one of the field's switches each, the rest
-classic; `modern-exportable` and `modern`: the recipes; `modern -zero_init`, `modern -adamw3x` (the AdamW half at
-Muon's learning rate and beta1), `modern +relu2` and `modern +softcap15`: one part taken out of or added to
+classic; `modern-exportable` and `modern`: the recipes; `modern -zero_init`, `modern -qk_norm`,
+`modern -embedding_shortcut`, `modern -adamw3x` (the AdamW half at Muon's learning rate and beta1), `modern +relu2` and `modern +softcap15`: one part taken out of or added to
 `modern`, which asks whether it pays inside the whole recipe. A row whose config field this
 GPTForgeConfig lacks is reported as skipped.
 
@@ -51,6 +51,8 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "modern": ("modern", {}, {}),
     # one switch of `modern` taken out or added: whether it pays inside the whole recipe, not only over classic
     "modern -zero_init": ("modern", {}, {"zero_init": False}),
+    "modern -qk_norm": ("modern", {}, {"qk_norm": False}),
+    "modern -embedding_shortcut": ("modern", {}, {"embedding_shortcut": False}),
     "modern -adamw3x": ("modern", {"adamw_lr_ratio": 1.0, "embedding_beta1": 0.9}, {}),
     "modern +relu2": ("modern", {}, {"hidden_act": "relu2"}),
     "modern +softcap15": ("modern", {}, {"final_logit_softcapping": 15.0}),
