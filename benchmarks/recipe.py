@@ -12,9 +12,9 @@ it means something only when the runs had the machine to themselves (one process
 Rows: `classic`; `+muon`, `+wsd` (warmup-stable-decay, linear cooldown to 0 over the last 20%), `+relu2`,
 `+qk_norm`, `+zero_init`, `+softcap15`, `+embedding_shortcut`, `+untied`: one of the field's switches each, the rest
 classic; `modern-exportable` and `modern`: the recipes; `modern -zero_init`, `modern -qk_norm`,
-`modern -embedding_shortcut`, `modern -adamw3x` (the AdamW half at Muon's learning rate and beta1), `modern +relu2` and `modern +softcap15`: one part taken out of or added to
-`modern`, which asks whether it pays inside the whole recipe. A row whose config field this
-GPTForgeConfig lacks is reported as skipped.
+`modern -embedding_shortcut`, `modern -adamw3x` (the AdamW half at Muon's learning rate and beta1), `modern +relu2`
+and `modern +softcap15`: one part taken out of or added to `modern`, which asks whether it pays inside the whole
+recipe. A row whose config field this GPTForgeConfig lacks is reported as skipped.
 
 Usage:
     python -m benchmarks.recipe --data corpus/prose/ --steps 500 --batch 16 --block-size 256
@@ -234,7 +234,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--work",
         help="folder for the runs (default: a new temporary folder); a run finished there by an earlier invocation "
-        "is read back, not run again, when its settings match, so seeds can run in parallel processes (--first-seed) and be tabled together",
+        "is read back, not run again, when its settings match, so seeds can run in parallel processes "
+        "(--first-seed) and be tabled together",
     )
     parser.add_argument("--json", metavar="OUT", help="write the rows as JSON")
     return parser.parse_args(argv)

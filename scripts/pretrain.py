@@ -132,7 +132,7 @@ def main(options: PretrainOptions) -> dict[str, Any]:
         raise UsageError(f"--adamw-lr-ratio must be > 0, got {options.adamw_lr_ratio}")
     for key in ("adamw_lr_ratio", "embedding_beta1"):
         # given with AdamW at a value other than its default, it would do nothing the user asked for
-        if options.optim != "muon" and key in given and getattr(options, key) != recipes.RECIPES["classic"][key]:
+        if options.optim != "muon" and key in given and getattr(options, key) != recipes.option_default(key):
             raise UsageError(
                 f"--{key.replace('_', '-')} sets the AdamW half of --optim muon; with --optim adamw every parameter "
                 "trains with --learning-rate and Adam betas (0.9, 0.95)"

@@ -21,8 +21,8 @@ Recipes, and the exports each keeps (`gptforge export` to native Transformers cl
   (`embedding_shortcut`). The ablation (benchmarks/README.md, "Recipe ablation") kept each of them: Muon, the
   schedule, qk_norm and the shortcut each paid on their own over `classic`, beyond the seed noise; the AdamW half's
   learning rate and beta1 and the short warmup paid inside the recipe; zero_init hurt on its own under AdamW but
-  paid inside the recipe. Left out, as switches that did not pay: squared ReLU (`--set hidden_act=relu2`; it helped over
-  classic on average, but the recipe trained better without it, on both seeds), logit soft-capping (`--set
+  paid inside the recipe. Left out, as switches that did not pay: squared ReLU (`--set hidden_act=relu2`; it helped
+  over classic on average, but the recipe trained better without it, on both seeds), logit soft-capping (`--set
   final_logit_softcapping=15`; within the noise, and a tanh over every logit costs about 9% of a `tiny` step on
   CPU) and untying a tied head (`--set tie_word_embeddings=false`; the Llama-style presets are untied already).
   Keeps no native or GGUF export: the embedding shortcut has no Llama or Qwen3 counterpart.
@@ -58,7 +58,8 @@ TRAINING_KEYS = (
 )
 
 
-def _option_default(name: str) -> Any:
+def option_default(name: str) -> Any:
+    """The pretrain option's own default: `classic`'s value, and what a run recorded before the option existed used."""
     for options_type in (TrainerOptions, ScheduleOptions):
         for field in dataclasses.fields(options_type):
             if field.name == name:
@@ -67,7 +68,7 @@ def _option_default(name: str) -> Any:
 
 
 # `classic` is the option defaults, read from the options themselves: a run with `--recipe classic` is a run without it
-_CLASSIC: dict[str, Any] = {"model": {}, **{key: _option_default(key) for key in TRAINING_KEYS}}
+_CLASSIC: dict[str, Any] = {"model": {}, **{key: option_default(key) for key in TRAINING_KEYS}}
 
 # What both Muon recipes train with besides the model (benchmarks/README.md, "Recipe ablation" and "Speed to a
 # target"): the AdamW half (embeddings, head, norms) at 3x the Muon half's learning rate, a shorter first-moment
@@ -135,7 +136,7 @@ def resolve(
         name = name if name is not None else DEFAULT_RECIPE
         recipe = get_recipe(name)
     # a run recorded before a training value existed trained with that option's default
-    recipe = {key: _option_default(key) for key in TRAINING_KEYS} | dict(recipe)
+    recipe = {key: option_default(key) for key in TRAINING_KEYS} | dict(recipe)
     values = {key: getattr(options, key) if key in given else recipe[key] for key in TRAINING_KEYS}
     explicit = sorted(key for key in TRAINING_KEYS if key in given and getattr(options, key) != recipe[key])
     return {"name": name, **values, "model": dict(recipe.get("model", {})), "explicit": explicit}
